@@ -1,0 +1,30 @@
+# Two commands a reader needs (see README):
+#   make book [SCALE=laptop|ci|paper]   execute every chapter with papermill and build _build/html
+#   make test                           unit tests + every chapter at ci scale + strict book build
+# Both create the virtual environment .venv on first use (torch==2.13.0 first, then the pinned rest).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+SCALE  ?= laptop
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: book test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/lock.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -c requirements/lock.txt -e ".[book,test]"
+	@touch $@
+
+book: $(STAMP)
+	$(PY) -m companion book --scale $(SCALE)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+clean:
+	rm -rf _build
