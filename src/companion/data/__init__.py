@@ -1,0 +1,7 @@
+"""Data layer: manifests of the papers' datasets, verified downloads, offline stand-ins (procedural vessel trees,
+volumes shipped inside PyPI packages)."""
+from .download import ChecksumError, DataAccessError, UnsafeArchiveError, data_root, fetch, status, verify
+from .manifests import Manifest, get_manifest, load_manifests
+
+__all__ = ["ChecksumError", "DataAccessError", "UnsafeArchiveError", "Manifest", "data_root", "fetch",
+           "get_manifest", "load_manifests", "status", "verify"]

@@ -1,0 +1,333 @@
+"""Download, verify and safely extract the datasets named in the manifests.
+
+* Files are cached under ``$COMPANION_DATA/<id>/raw/`` (default: the OS cache folder ``companion``).
+* Every download goes to a temporary file first (pooch's HTTP downloader); it is renamed into place only after its
+  size and checksum match the manifest. On any failure the temporary file, and everything else the call created, is
+  removed and the error says what was expected, what arrived and what to do.
+* Archives are checked member by member *before* anything is extracted: absolute paths, ``..`` components, and links
+  that point outside the target are refused. Extraction happens in a temporary folder that is moved into place only
+  when complete.
+* Gated datasets (registration / request / private) cannot be downloaded: the user places the archive(s) in
+  ``raw/`` as the manifest's ``manual`` text explains, then ``companion data fetch ID`` extracts and ``verify`` checks.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import pooch
+
+from .manifests import Manifest, RemoteFile, get_manifest, load_manifests
+
+MARKER = ".companion-complete.json"
+
+
+class DataAccessError(RuntimeError):
+    """The dataset cannot be obtained automatically; the message says how to obtain it."""
+
+
+class ChecksumError(RuntimeError):
+    """A file's checksum or size differs from the manifest's; the file has been removed."""
+
+
+class UnsafeArchiveError(RuntimeError):
+    """An archive tried to write outside its target folder; nothing was extracted."""
+
+
+def data_root() -> Path:
+    """``$COMPANION_DATA`` if set, else the OS cache folder for ``companion``."""
+    env = os.environ.get("COMPANION_DATA")
+    return Path(env).expanduser() if env else Path(pooch.os_cache("companion"))
+
+
+def dataset_dir(dataset_id: str) -> Path:
+    return data_root() / dataset_id
+
+
+def file_hash(path: Path, algorithm: str) -> str:
+    return pooch.file_hash(str(path), alg=algorithm)
+
+
+# ----------------------------------------------------------------------------------------------- safe extraction
+def _check_member_path(name: str, archive: Path) -> None:
+    p = PurePosixPath(name.replace("\\", "/"))
+    if p.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchiveError(f"{archive.name}: member {name!r} has an absolute path; refusing to extract")
+    if ".." in p.parts:
+        raise UnsafeArchiveError(f"{archive.name}: member {name!r} contains '..'; refusing to extract")
+
+
+def _link_escapes(member_name: str, link_target: str) -> bool:
+    if link_target.startswith("/") or PurePosixPath(link_target).is_absolute():
+        return True
+    depth = 0
+    for part in (PurePosixPath(member_name).parent / link_target).parts:
+        depth += -1 if part == ".." else (0 if part == "." else 1)
+        if depth < 0:
+            return True
+    return False
+
+
+def check_archive(archive: Path, kind: str) -> list[str]:
+    """Return member names after refusing anything that would land outside the target folder."""
+    names: list[str] = []
+    if kind == "zip":
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                _check_member_path(info.filename, archive)
+                if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                    raise UnsafeArchiveError(f"{archive.name}: member {info.filename!r} is a symbolic link; refusing")
+                names.append(info.filename)
+    elif kind in ("tar", "tar.gz"):
+        with tarfile.open(archive) as tf:
+            for m in tf.getmembers():
+                _check_member_path(m.name, archive)
+                if (m.issym() or m.islnk()) and _link_escapes(m.name if m.issym() else "", m.linkname):
+                    raise UnsafeArchiveError(
+                        f"{archive.name}: link {m.name!r} -> {m.linkname!r} points outside the target; refusing"
+                    )
+                if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
+                    raise UnsafeArchiveError(f"{archive.name}: member {m.name!r} is a device or fifo; refusing")
+                names.append(m.name)
+    else:
+        raise ValueError(f"cannot check archive kind {kind!r}")
+    return names
+
+
+def safe_extract(archive: Path, target: Path, kind: str) -> None:
+    """Extract `archive` into `target` atomically: all members checked first, then extracted to a temporary
+    folder beside `target`, then moved in. On failure nothing is left behind."""
+    if kind == "none":
+        return
+    if kind == "rar":
+        try:
+            import rarfile  # optional: needs the `unrar` or `bsdtar` program
+        except ImportError as exc:
+            raise DataAccessError(
+                f"{archive.name} is a RAR archive. Install `rarfile` (pip) and `unrar` (your package manager), or "
+                f"extract it yourself into {target} and run `companion data verify {target.name}`."
+            ) from exc
+        with rarfile.RarFile(archive) as rf:
+            for info in rf.infolist():
+                _check_member_path(info.filename, archive)
+                if info.is_symlink():
+                    raise UnsafeArchiveError(f"{archive.name}: member {info.filename!r} is a link; refusing")
+        extract = lambda dst: rarfile.RarFile(archive).extractall(dst)  # noqa: E731
+    else:
+        check_archive(archive, kind)
+        if kind == "zip":
+            extract = lambda dst: zipfile.ZipFile(archive).extractall(dst)  # noqa: E731
+        else:
+            def extract(dst):
+                with tarfile.open(archive) as tf:
+                    tf.extractall(dst, filter="data")
+    target.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=target))
+    try:
+        extract(tmp)
+        for entry in tmp.iterdir():
+            dest = target / entry.name
+            if dest.exists():
+                shutil.rmtree(dest) if dest.is_dir() and not dest.is_symlink() else dest.unlink()
+            os.replace(entry, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------- downloads
+def _check_file(path: Path, rf: RemoteFile) -> None:
+    if rf.size_bytes is not None and path.stat().st_size != rf.size_bytes:
+        actual = path.stat().st_size
+        raise ChecksumError(
+            f"{rf.name}: size {actual} bytes, manifest says {rf.size_bytes} (truncated or wrong file). "
+            f"The file was removed; run the fetch again, or download {rf.url} yourself and compare."
+        )
+    if rf.hash:
+        actual = file_hash(path, rf.algorithm)
+        if actual != rf.digest:
+            raise ChecksumError(
+                f"{rf.name}: {rf.algorithm} checksum mismatch: expected {rf.digest}, got {actual}. "
+                f"The file was removed. Run the fetch again; if it persists, the host changed the file: "
+                f"check {rf.url} and the dataset's homepage, and report the new checksum."
+            )
+
+
+def download_file(rf: RemoteFile, raw_dir: Path, *, progress: bool = True, allow_unverified: bool = False) -> Path:
+    """Download one manifest file into `raw_dir`, verified; returns its path. Reuses a verified cached copy."""
+    if rf.hash is None and not allow_unverified:
+        raise ChecksumError(
+            f"{rf.name}: the manifest publishes no checksum, so the download cannot be verified. Pass "
+            f"allow_unverified=True (CLI: --allow-unverified) to accept it, then record its hash in the manifest."
+        )
+    dest = raw_dir / rf.name
+    if dest.exists():
+        try:
+            _check_file(dest, rf)
+            return dest
+        except ChecksumError:
+            dest.unlink()
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{rf.name}.", suffix=".part", dir=raw_dir)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            pooch.HTTPDownloader(progressbar=progress, timeout=60)(rf.url, str(tmp), None)
+        except Exception as exc:  # connection cut, HTTP error, incomplete read ...
+            raise DataAccessError(
+                f"{rf.name}: download from {rf.url} failed ({type(exc).__name__}: {exc}). Nothing was kept; "
+                f"check your connection and run the fetch again."
+            ) from exc
+        _check_file(tmp, rf)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def _manual_message(m: Manifest) -> str:
+    return (
+        f"dataset {m.id!r} ({m.title}) has access '{m.access}' and cannot be downloaded automatically.\n"
+        f"{(m.manual or '').strip()}\n"
+        f"Place the archive(s) in {dataset_dir(m.id) / 'raw'} and run `companion data fetch {m.id}` to extract "
+        f"them, then `companion data verify {m.id}`."
+    )
+
+
+def fetch(dataset_id: str, *, progress: bool = True, allow_unverified: bool = False) -> Path:
+    """Download (open data) or extract user-placed archives (gated data), verify, and mark complete.
+
+    Returns the dataset folder. On failure, everything this call created is removed.
+    """
+    m = get_manifest(dataset_id)
+    if m.is_packaged:
+        return packaged_path(m)
+    root = dataset_dir(m.id)
+    existed = root.exists()
+    raw = root / "raw"
+    try:
+        if m.downloadable:
+            archives = [(download_file(rf, raw, progress=progress, allow_unverified=allow_unverified), rf.extract)
+                        for rf in m.files]
+        else:
+            placed = sorted(p for p in raw.glob("*") if p.is_file() and not p.name.startswith(".")) \
+                if raw.is_dir() else []
+            if not placed:
+                raise DataAccessError(_manual_message(m))
+            archives = [(p, _archive_kind(p)) for p in placed]
+        for path, kind in archives:
+            safe_extract(path, root, kind)
+        _write_marker(m, root)
+    except BaseException:
+        if not existed:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            for p in raw.glob(".*.part") if raw.is_dir() else []:
+                p.unlink(missing_ok=True)
+        raise
+    return root
+
+
+def _archive_kind(path: Path) -> str:
+    name = path.name.lower()
+    for suffix, kind in ((".tar.gz", "tar.gz"), (".tgz", "tar.gz"), (".tar", "tar"), (".zip", "zip"), (".rar", "rar")):
+        if name.endswith(suffix):
+            return kind
+    return "none"
+
+
+def _write_marker(m: Manifest, root: Path) -> None:
+    record = {"id": m.id, "files": {}}
+    for rf in m.files:
+        p = root / "raw" / rf.name
+        if p.exists() and rf.hash:
+            record["files"][rf.name] = rf.hash
+    tmp = root / (MARKER + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, root / MARKER)
+
+
+def verify(dataset_id: str) -> list[str]:
+    """Check a dataset on disk against its manifest. Returns the problems found (empty list: verified)."""
+    m = get_manifest(dataset_id)
+    if m.is_packaged:
+        try:
+            packaged_path(m)
+            return []
+        except DataAccessError as exc:
+            return [str(exc)]
+    root = dataset_dir(m.id)
+    if m.access == "private" or m.access == "unidentified":
+        if not root.exists():
+            return [_manual_message(m)]
+    problems: list[str] = []
+    if m.downloadable:
+        for rf in m.files:
+            p = root / "raw" / rf.name
+            if not p.exists():
+                problems.append(f"{rf.name}: missing in {root / 'raw'}; run `companion data fetch {m.id}`")
+                continue
+            try:
+                _check_file(p, rf)
+            except ChecksumError as exc:
+                problems.append(str(exc).replace("The file was removed. ", "").replace("The file was removed; ", ""))
+    elif not root.exists() or not any(root.iterdir()):
+        problems.append(_manual_message(m))
+    if not problems and not (root / MARKER).exists():
+        problems.append(f"{m.id}: files present but not extracted; run `companion data fetch {m.id}`")
+    return problems
+
+
+def packaged_path(m: Manifest) -> Path:
+    """Path of data that ships inside a PyPI package (e.g. nilearn's MNI152 template)."""
+    from . import packaged
+
+    try:
+        return packaged.locate(m.id)
+    except Exception as exc:  # ImportError or missing file
+        raise DataAccessError(f"{m.id}: packaged data not available ({exc}); install {m.packaged}") from exc
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    id: str
+    access: str
+    license: str | None
+    state: str
+    where: str
+
+
+def status(dataset_id: str | None = None) -> list[DatasetStatus]:
+    """Where each dataset stands on this machine."""
+    manifests = load_manifests()
+    ids = [dataset_id] if dataset_id else sorted(manifests)
+    out = []
+    for i in ids:
+        m = get_manifest(i)
+        root = dataset_dir(m.id)
+        if m.is_packaged:
+            try:
+                where, state = str(packaged_path(m)), "available (ships with a PyPI package)"
+            except DataAccessError:
+                where, state = "-", "package not installed"
+        elif (root / MARKER).exists():
+            where, state = str(root), "ready"
+        elif root.exists() and any(root.iterdir()):
+            where, state = str(root), "present, not verified"
+        else:
+            where = str(root)
+            state = {
+                "open": "not downloaded (companion data fetch %s)" % m.id,
+                "registration": "needs registration, then manual placement",
+                "request": "on request, then manual placement",
+                "private": "private: not obtainable",
+                "unidentified": "unidentified: not obtainable",
+            }[m.access]
+        out.append(DatasetStatus(m.id, m.access, m.license, state, where))
+    return out

@@ -1,0 +1,150 @@
+"""Dataset manifests: one YAML file per dataset in ``data_manifests/`` (schema in ``data_manifests/README.md``).
+
+A manifest records facts as published (URL, size, checksum with its algorithm, license, citation) or, for gated data,
+how a user obtains it and where to place it.  Nothing here downloads; see :mod:`companion.data.fetch`.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ACCESS_LEVELS = ("open", "registration", "request", "private", "unidentified")
+EXTRACTORS = ("zip", "tar", "tar.gz", "rar", "none")
+HASH_ALGORITHMS = ("md5", "sha1", "sha256")
+LOADERS = ("nifti_pairs", "nifti_folder", "npz_arrays", "medmnist_npz", "tiff_stack", "neurite_oasis", "none")
+CHAPTER_IDS = ("vessel_data", "vaesselsparse", "vpbsd", "hyperbolic", "sparsevm")
+REQUIRED = ("id", "title", "chapters", "homepage", "access", "license", "citation", "files", "layout", "loader")
+
+
+class ManifestError(ValueError):
+    """A manifest file is malformed; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    url: str
+    name: str
+    hash: str | None  # "algorithm:hex" as published by the host, or None when the host publishes none
+    size_bytes: int | None = None
+    extract: str = "none"
+
+    @property
+    def algorithm(self) -> str | None:
+        return self.hash.split(":", 1)[0] if self.hash else None
+
+    @property
+    def digest(self) -> str | None:
+        return self.hash.split(":", 1)[1] if self.hash else None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    id: str
+    title: str
+    chapters: tuple[str, ...]
+    homepage: str
+    access: str
+    license: str | None
+    citation: str
+    files: tuple[RemoteFile, ...]
+    layout: str
+    loader: str
+    path: Path
+    role: str = ""
+    size: str | None = None
+    modality: str | None = None
+    manual: str | None = None
+    bibtex: str | None = None
+    packaged: dict[str, Any] | None = None
+    published_stats: dict[str, Any] = field(default_factory=dict)
+    notes: str | None = None
+
+    @property
+    def downloadable(self) -> bool:
+        return self.access == "open" and bool(self.files)
+
+    @property
+    def is_packaged(self) -> bool:
+        return bool(self.packaged)
+
+
+def manifest_dir() -> Path:
+    """``$COMPANION_MANIFESTS`` or the repository's ``data_manifests/``."""
+    env = os.environ.get("COMPANION_MANIFESTS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "data_manifests"
+
+
+def _parse(path: Path) -> Manifest:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{path}: expected a mapping at top level")
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise ManifestError(f"{path}: missing required field(s) {', '.join(missing)}")
+    if raw["id"] != path.stem or not re.fullmatch(r"[a-z0-9_]+", str(raw["id"])):
+        raise ManifestError(f"{path}: id {raw['id']!r} must be [a-z0-9_]+ and equal the file name stem {path.stem!r}")
+    if raw["access"] not in ACCESS_LEVELS:
+        raise ManifestError(f"{path}: access {raw['access']!r} not one of {', '.join(ACCESS_LEVELS)}")
+    if raw["loader"] not in LOADERS:
+        raise ManifestError(f"{path}: loader {raw['loader']!r} not one of {', '.join(LOADERS)}")
+    bad = [c for c in raw["chapters"] if c not in CHAPTER_IDS]
+    if bad:
+        raise ManifestError(f"{path}: unknown chapter id(s) {bad}; valid: {', '.join(CHAPTER_IDS)}")
+    files = []
+    for i, f in enumerate(raw.get("files") or []):
+        for key in ("url", "name"):
+            if not f.get(key):
+                raise ManifestError(f"{path}: files[{i}] lacks {key!r}")
+        h = f.get("hash")
+        if h is not None:
+            algo, _, hexd = str(h).partition(":")
+            if algo not in HASH_ALGORITHMS or not re.fullmatch(r"[0-9a-f]+", hexd):
+                raise ManifestError(f"{path}: files[{i}].hash {h!r} must be 'md5|sha1|sha256:<lowercase hex>'")
+        extract = f.get("extract") or "none"
+        if extract not in EXTRACTORS:
+            raise ManifestError(f"{path}: files[{i}].extract {extract!r} not one of {', '.join(EXTRACTORS)}")
+        name = str(f["name"])
+        if "/" in name or "\\" in name or name in ("", ".", ".."):
+            raise ManifestError(f"{path}: files[{i}].name {name!r} must be a plain file name")
+        files.append(RemoteFile(url=f["url"], name=name, hash=h, size_bytes=f.get("size_bytes"), extract=extract))
+    if raw["access"] != "open" and not raw.get("manual"):
+        raise ManifestError(f"{path}: access {raw['access']!r} needs 'manual' placement instructions")
+    return Manifest(
+        id=raw["id"], title=raw["title"], chapters=tuple(raw["chapters"]), homepage=raw["homepage"],
+        access=raw["access"], license=raw["license"], citation=str(raw["citation"]).strip(), files=tuple(files),
+        layout=str(raw["layout"] or ""), loader=raw["loader"], path=path, role=raw.get("role") or "",
+        size=raw.get("size"), modality=raw.get("modality"), manual=raw.get("manual"), bibtex=raw.get("bibtex"),
+        packaged=raw.get("packaged"), published_stats=dict(raw.get("published_stats") or {}),
+        notes=raw.get("notes"),
+    )
+
+
+@lru_cache(maxsize=8)
+def _load_all(directory: str) -> dict[str, Manifest]:
+    d = Path(directory)
+    if not d.is_dir():
+        raise ManifestError(f"manifest folder {d} not found; set COMPANION_MANIFESTS to the data_manifests/ folder")
+    return {m.id: m for m in (_parse(p) for p in sorted(d.glob("*.yaml")))}
+
+
+def load_manifests(directory: str | Path | None = None) -> dict[str, Manifest]:
+    """All manifests, keyed by id (validated; a malformed file raises :class:`ManifestError`)."""
+    return dict(_load_all(str(directory or manifest_dir())))
+
+
+def get_manifest(dataset_id: str, directory: str | Path | None = None) -> Manifest:
+    manifests = load_manifests(directory)
+    if dataset_id not in manifests:
+        raise KeyError(f"unknown dataset {dataset_id!r}; known datasets: {', '.join(sorted(manifests))}")
+    return manifests[dataset_id]

@@ -1,0 +1,85 @@
+"""Scale presets: the one place where `ci`, `laptop` and `paper` are defined.
+
+Every chapter runs at one of three scales:
+
+* ``ci``     -- exercises every code path on tiny offline data; at most 4 minutes per chapter on 2 CPU cores.
+* ``laptop`` -- at most 30 minutes per chapter on 2 CPU cores with offline stand-in data, large enough for the
+  papers' comparative claims to show (or not).
+* ``paper``  -- the paper's hyper-parameters and real datasets; a GPU is expected. Runnable, not run in CI.
+
+A chapter's knobs for each scale live in :data:`CHAPTER_PRESETS` below, keyed by chapter id, so that a reader can
+see side by side what changes between scales.  Notebooks pass user overrides on top through
+:func:`chapter_config`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    description: str
+    budget_minutes: float | None  # wall-clock budget per chapter on 2 CPU cores (None: not run here)
+
+
+SCALES: dict[str, Scale] = {
+    "ci": Scale("ci", "every code path, tiny offline data, few iterations", 4.0),
+    "laptop": Scale("laptop", "offline stand-in data large enough for comparative claims", 30.0),
+    "paper": Scale("paper", "paper hyper-parameters and real datasets (GPU expected)", None),
+}
+
+# Chapter id -> the offline stand-in data ids it accepts, and the data it uses by default at each scale
+# (a stand-in id, or a dataset id from data_manifests/).  Any manifest dataset listing the chapter is accepted too.
+CHAPTER_DATA: dict[str, dict] = {
+    "vessel_data": {
+        "standins": {"synthetic": "offline stand-in: procedural vessel trees (companion.data.vessels)"},
+        "default": {"ci": "synthetic", "laptop": "synthetic", "paper": "synthetic"},
+    },
+}
+
+
+# Chapter id -> scale -> knobs.  Chapter modules read their knobs from here and nowhere else.
+CHAPTER_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "vessel_data": {
+        "ci": {"grid": 64, "trees_per_kind": 2, "render_grid": 64, "render_size": 360},
+        "laptop": {"grid": 128, "trees_per_kind": 8, "render_grid": 128, "render_size": 520},
+        "paper": {"grid": 256, "trees_per_kind": 20, "render_grid": 256, "render_size": 720},
+    },
+}
+
+
+def scale_names() -> list[str]:
+    return list(SCALES)
+
+
+def get_scale(name: str) -> Scale:
+    if name not in SCALES:
+        raise ValueError(f"unknown scale {name!r}; valid scales: {', '.join(SCALES)}")
+    return SCALES[name]
+
+
+def chapter_config(chapter: str, scale: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Knobs of `chapter` at `scale`, with `overrides` applied on top.
+
+    An override whose name the chapter does not know raises ``ValueError`` listing the valid names, so a typo in a
+    notebook parameter fails in the first cell rather than being silently ignored.
+    """
+    get_scale(scale)
+    if chapter not in CHAPTER_PRESETS:
+        raise ValueError(f"unknown chapter {chapter!r}; chapters with presets: {', '.join(CHAPTER_PRESETS)}")
+    cfg = dict(CHAPTER_PRESETS[chapter][scale])
+    for key, value in dict(overrides or {}).items():
+        if key not in cfg:
+            raise ValueError(
+                f"unknown override {key!r} for chapter {chapter!r}; valid overrides: {', '.join(sorted(cfg))}"
+            )
+        expected = type(cfg[key])
+        if expected in (int, float) and isinstance(value, bool) or not isinstance(value, (expected, type(None))):
+            if not (expected is float and isinstance(value, int)):
+                raise ValueError(
+                    f"override {key!r} must be of type {expected.__name__}, got {value!r} ({type(value).__name__})"
+                )
+        cfg[key] = value
+    return cfg
