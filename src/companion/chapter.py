@@ -1,0 +1,103 @@
+"""What every chapter notebook does in its first cells: validate the parameters, seed, pick the device, open the
+results folder.  Wrong values fail here, before any long computation, with a message that lists the valid choices.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from .data.download import DataAccessError, verify
+from .data.manifests import load_manifests
+from .results import Results
+from .scales import CHAPTER_DATA, chapter_config, get_scale
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` picks CUDA, then MPS, then CPU. Asking for an accelerator that is absent is an error."""
+    import torch
+
+    if device not in DEVICES and not str(device).startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r}; valid: {', '.join(DEVICES)} (or cuda:N)")
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if device == "auto":
+        return "cuda" if cuda else ("mps" if mps else "cpu")
+    if device.startswith("cuda") and not cuda:
+        raise ValueError(f"device={device!r} but CUDA is not available on this machine (torch "
+                         f"{torch.__version__}); use device='auto' or 'cpu'")
+    if device == "mps" and not mps:
+        raise ValueError("device='mps' but MPS is not available; use device='auto' or 'cpu'")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def data_choices(chapter: str) -> dict[str, str]:
+    """Valid values of a chapter's `data` parameter: its offline stand-ins and the manifest datasets it uses."""
+    if chapter not in CHAPTER_DATA:
+        raise ValueError(f"unknown chapter {chapter!r}; chapters: {', '.join(CHAPTER_DATA)}")
+    out = dict(CHAPTER_DATA[chapter]["standins"])
+    for m in load_manifests().values():
+        if chapter in m.chapters:
+            out[m.id] = f"{m.title} ({m.access})"
+    return out
+
+
+def resolve_data(chapter: str, scale: str, data: str) -> tuple[str, str]:
+    """Return (data id, human label). Unknown ids and datasets not present on this machine fail with what to do."""
+    if data in (None, "default"):
+        data = CHAPTER_DATA[chapter]["default"][scale]
+    choices = data_choices(chapter)
+    if data not in choices:
+        listing = "\n".join(f"  {k}: {v}" for k, v in choices.items())
+        raise ValueError(f"unknown data {data!r} for chapter {chapter!r}; valid choices:\n{listing}")
+    standins = CHAPTER_DATA[chapter]["standins"]
+    if data in standins:
+        return data, standins[data]
+    problems = verify(data)
+    if problems:
+        raise DataAccessError(f"dataset {data!r} is not ready on this machine:\n" + "\n".join(problems))
+    return data, f"{load_manifests()[data].title} (real data)"
+
+
+@dataclass
+class ChapterRun:
+    chapter: str
+    scale: str
+    data: str
+    device: str
+    seed: int
+    cfg: dict[str, Any]
+    results: Results
+
+    def __repr__(self) -> str:  # shown in the notebook
+        return (f"ChapterRun(chapter={self.chapter!r}, scale={self.scale!r}, data={self.data!r}, "
+                f"device={self.device!r}, seed={self.seed}, results={str(self.results.dir)!r}, cfg={self.cfg})")
+
+
+def start(chapter: str, *, scale: str = "laptop", data: str = "default", device: str = "auto", seed: int = 0,
+          output_dir: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None) -> ChapterRun:
+    """Validate every notebook parameter, seed all RNGs and open ``results/<chapter>/<scale>/``."""
+    get_scale(scale)
+    cfg = chapter_config(chapter, scale, overrides)
+    dev = resolve_device(device)
+    seed_everything(seed)
+    data_id, label = resolve_data(chapter, scale, data)
+    params = {"scale": scale, "data": data_id, "device": dev, "seed": seed, "overrides": dict(overrides or {}),
+              "config": cfg}
+    results = Results(chapter, scale, root=output_dir, seed=seed, data_label=label, params=params)
+    return ChapterRun(chapter, scale, data_id, dev, seed, cfg, results)

@@ -1,0 +1,283 @@
+"""The results contract shared by every chapter.
+
+Running chapter ``C`` at scale ``S`` writes ``<results root>/C/S/``:
+
+* ``table-<n>.csv``  -- each table of the paper, the paper's value beside each reproduced value;
+* ``fig-<n>.png``    -- each figure (plus beyond-the-paper figures named for what they show);
+* ``scoreboard.json``-- one record per claim: id, statement, paper value(s), reproduced value(s), holds, reason;
+* ``provenance.json``-- git commit, package versions, scale, seed, data sources with checksums, wall time, peak memory;
+* ``index.json``     -- every table and figure with its caption, scale and data source.
+
+The paper's numbers come only from the chapter's claims file ``companion/claims/<C>.yaml`` (transcribed from the
+paper); reproduced values come only from code that ran.  Every file is written atomically (temporary file, then
+rename), so an interrupted run never leaves half a table behind.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+import yaml
+
+CLAIMS_DIR = Path(__file__).parent / "claims"
+TRACKED_PACKAGES = ("companion", "torch", "numpy", "scipy", "monai", "scikit-image", "scikit-learn",
+                    "connected-components-3d", "pyvista", "vtk", "nibabel", "nilearn", "dipy", "pooch", "papermill",
+                    "jupyter-book")
+
+
+def results_root(override: str | os.PathLike | None = None) -> Path:
+    """``override``, else ``$COMPANION_RESULTS``, else ``./results``."""
+    if override:
+        return Path(override)
+    return Path(os.environ.get("COMPANION_RESULTS", "results"))
+
+
+# ----------------------------------------------------------------------------------------------- claims file
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    statement: str
+    paper_value: Any = None
+    kind: str = "paper"  # "paper": a claim the paper makes; "check": the book's own check
+
+
+@dataclass(frozen=True)
+class ClaimsFile:
+    chapter: str
+    title: str
+    paper: str | None
+    claims: dict[str, Claim]
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    figures: dict[str, str] = field(default_factory=dict)
+
+
+def load_claims(chapter: str) -> ClaimsFile:
+    path = CLAIMS_DIR / f"{chapter}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in CLAIMS_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"no claims file for chapter {chapter!r} ({path}); known chapters: {known}")
+    raw = yaml.safe_load(path.read_text())
+    claims = {}
+    for c in raw.get("claims", []):
+        if c["id"] in claims:
+            raise ValueError(f"{path}: duplicate claim id {c['id']!r}")
+        claims[c["id"]] = Claim(c["id"], c["statement"].strip(), c.get("paper_value"), c.get("kind", "paper"))
+    return ClaimsFile(raw["chapter"], raw["title"], raw.get("paper"), claims, raw.get("tables") or {},
+                      raw.get("figures") or {})
+
+
+# ----------------------------------------------------------------------------------------------- atomic writes
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        x = float(x)
+        return None if math.isnan(x) else (str(x) if math.isinf(x) else x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    return x
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n").encode())
+
+
+# ----------------------------------------------------------------------------------------------- provenance
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).parent)
+        commit = out.stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10, cwd=Path(__file__).parent).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = "not installed"
+    return out
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process (MB), from getrusage (kilobytes on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+# ----------------------------------------------------------------------------------------------- writer
+class Results:
+    """Writes one chapter run's tables, figures, scoreboard and provenance into ``root/chapter/scale/``."""
+
+    def __init__(self, chapter: str, scale: str, *, root: str | os.PathLike | None = None, seed: int = 0,
+                 data_label: str = "", params: Mapping[str, Any] | None = None):
+        self.chapter, self.scale, self.seed = chapter, scale, seed
+        self.claims = load_claims(chapter)
+        self.dir = results_root(root) / chapter / scale
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.data_label = data_label
+        self.params = dict(params or {})
+        self.sources: list[dict[str, Any]] = []
+        self.records: dict[str, dict[str, Any]] = {}
+        self.index: dict[str, dict[str, Any]] = {}
+        self._t0 = time.perf_counter()
+
+    # -- captions
+    def caption(self, text: str) -> str:
+        """`text` followed by the scale and data source, as every table and figure of the book states them."""
+        return f"{text.rstrip('.')}. Scale: {self.scale}. Data: {self.data_label}."
+
+    def add_source(self, name: str, kind: str, checksum: str | None = None, **details: Any) -> None:
+        """Record a data source for provenance (checksum as 'algorithm:hex')."""
+        self.sources.append({"name": name, "kind": kind, "checksum": checksum, **details})
+
+    # -- tables
+    def paper_table(self, n: int | str, reproduced: pd.DataFrame) -> pd.DataFrame:
+        """Side-by-side table n: for every row and column the claims file transcribes, the paper value and the
+        reproduced value (``NaN`` where not reproduced). Rows/columns the paper lacks are kept (paper = NaN)."""
+        spec = self.claims.tables.get(str(n))
+        if spec is None:
+            raise KeyError(f"claims file of {self.chapter!r} transcribes no table {n}")
+        paper = pd.DataFrame(spec["values"]).T  # rows: methods, columns: metrics
+        rows = list(dict.fromkeys(list(paper.index) + list(reproduced.index)))
+        cols = list(dict.fromkeys(list(spec.get("columns", paper.columns)) + list(reproduced.columns)))
+        out = pd.DataFrame(index=pd.Index(rows, name=reproduced.index.name or "row"))
+        for c in cols:
+            out[f"{c} (paper)"] = paper[c].reindex(rows) if c in paper else np.nan
+            out[f"{c} (reproduced)"] = reproduced[c].reindex(rows) if c in reproduced else np.nan
+        return out
+
+    def table(self, name: str, df: pd.DataFrame, caption: str) -> Path:
+        """Write ``<name>.csv`` (e.g. ``table-1``) and index it with its caption."""
+        path = self.dir / f"{name}.csv"
+        atomic_write_bytes(path, df.to_csv(float_format="%.6g").encode())
+        self.index[path.name] = {"type": "table", "caption": self.caption(caption)}
+        return path
+
+    # -- figures
+    def figure(self, name: str, fig, caption: str, dpi: int = 110) -> Path:
+        """Save a matplotlib figure as ``<name>.png`` with the scale and data source stamped in its footer."""
+        import io
+
+        full = self.caption(caption)
+        fig.text(0.005, 0.003, f"scale: {self.scale} | data: {self.data_label}", fontsize=7, color="0.35",
+                 ha="left", va="bottom")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+        path = self.dir / f"{name}.png"
+        atomic_write_bytes(path, buf.getvalue())
+        self.index[path.name] = {"type": "figure", "caption": full}
+        return path
+
+    # -- scoreboard
+    def record(self, claim_id: str, *, reproduced: Any, holds: bool | None, reason: str | None = None) -> dict:
+        """Record the outcome of a claim from the claims file. `holds` False or None needs a `reason`."""
+        if claim_id not in self.claims.claims:
+            raise KeyError(f"claim {claim_id!r} not in claims file of {self.chapter!r}: "
+                           f"{', '.join(self.claims.claims)}")
+        if holds is not True and not reason:
+            raise ValueError(f"claim {claim_id!r}: a reason is required when holds is {holds!r}")
+        c = self.claims.claims[claim_id]
+        rec = {"id": c.id, "statement": c.statement, "kind": c.kind, "paper": c.paper_value,
+               "reproduced": reproduced, "holds": None if holds is None else bool(holds), "reason": reason,
+               "scale": self.scale, "data": self.data_label}
+        self.records[claim_id] = rec
+        return rec
+
+    def scoreboard(self) -> pd.DataFrame:
+        return pd.DataFrame([{k: r[k] for k in ("id", "paper", "reproduced", "holds", "reason")}
+                             for r in self.records.values()]).set_index("id")
+
+    def finish(self) -> dict[str, Any]:
+        """Write scoreboard.json, provenance.json and index.json. Claims never evaluated are recorded as
+        holds=None with the reason 'not evaluated in this run' so that nothing disappears silently."""
+        for cid, c in self.claims.claims.items():
+            if cid not in self.records:
+                self.record(cid, reproduced=None, holds=None, reason="not evaluated in this run")
+        ordered = [self.records[c] for c in self.claims.claims]
+        atomic_write_json(self.dir / "scoreboard.json",
+                          {"chapter": self.chapter, "title": self.claims.title, "scale": self.scale,
+                           "data": self.data_label, "claims": ordered})
+        prov = {
+            "chapter": self.chapter, "scale": self.scale, "seed": self.seed, "git_commit": git_commit(),
+            "packages": package_versions(), "platform": platform.platform(), "params": self.params,
+            "data_sources": self.sources, "wall_time_s": round(time.perf_counter() - self._t0, 2),
+            "peak_memory_mb": round(peak_memory_mb(), 1),
+        }
+        atomic_write_json(self.dir / "provenance.json", prov)
+        atomic_write_json(self.dir / "index.json", self.index)
+        return prov
+
+
+# ----------------------------------------------------------------------------------------------- report
+def collect_scoreboards(root: str | os.PathLike | None = None, scale: str | None = None) -> list[dict[str, Any]]:
+    """All scoreboard.json files under the results root (optionally one scale), sorted by chapter and scale."""
+    base = results_root(root)
+    pattern = f"*/{scale}/scoreboard.json" if scale else "*/*/scoreboard.json"
+    return [json.loads(p.read_text()) for p in sorted(base.glob(pattern))]
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return "; ".join(f"{k}: {_fmt(x)}" for k, x in v.items())
+    if isinstance(v, list):
+        return ", ".join(_fmt(x) for x in v)
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def report_markdown(root: str | os.PathLike | None = None, scale: str | None = None) -> str:
+    """The reproduction report: one section per chapter and scale, one row per claim."""
+    boards = collect_scoreboards(root, scale)
+    if not boards:
+        where = results_root(root)
+        return (f"No scoreboards found under `{where}`"
+                + (f" for scale `{scale}`" if scale else "") + ". Run the chapters first (`make book`).\n")
+    lines = []
+    for b in boards:
+        n = len(b["claims"])
+        held = sum(1 for c in b["claims"] if c["holds"] is True)
+        failed = sum(1 for c in b["claims"] if c["holds"] is False)
+        lines += [f"## {b['title']} (`{b['chapter']}`, scale `{b['scale']}`)", "",
+                  f"Data: {b['data']}. {held} of {n} claims hold, {failed} do not, {n - held - failed} undecided.",
+                  "", "| claim | statement | paper | reproduced | holds | reason |", "|---|---|---|---|---|---|"]
+        for c in b["claims"]:
+            mark = {True: "yes", False: "**no**", None: "n/a"}[c["holds"]]
+            lines.append(f"| `{c['id']}` | {_fmt(c['statement'])} | {_fmt(c['paper'])} | {_fmt(c['reproduced'])} "
+                         f"| {mark} | {_fmt(c['reason'])} |")
+        lines.append("")
+    return "\n".join(lines)
