@@ -1,0 +1,116 @@
+"""The ``companion`` command line: data, report, run, book."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*["-" * w for w in widths])] + [fmt.format(*r) for r in rows])
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data import download as f
+    from .data.manifests import load_manifests
+
+    if args.action == "list":
+        ms = sorted(load_manifests().values(), key=lambda m: m.id)
+        rows = [[m.id, m.access, m.license or "not stated", ",".join(m.chapters), m.size or "-"] for m in ms]
+        print(_table(rows, ["id", "access", "license", "chapters", "size"]))
+        return 0
+    if args.action == "status":
+        rows = [[s.id, s.access, s.state, s.where] for s in f.status(args.id)]
+        print(f"data root: {f.data_root()}  (set COMPANION_DATA to change)")
+        print(_table(rows, ["id", "access", "state", "where"]))
+        return 0
+    if not args.id:
+        print(f"companion data {args.action}: a dataset id is required (see `companion data list`)", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "fetch":
+            path = f.fetch(args.id, allow_unverified=args.allow_unverified)
+            print(f"{args.id}: ready in {path}")
+            return 0
+        problems = f.verify(args.id)
+    except (f.DataAccessError, f.ChecksumError, f.UnsafeArchiveError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    print(f"{args.id}: verified")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .results import report_markdown
+
+    text = report_markdown(args.results, args.scale)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .build import execute_chapter
+    from .results import results_root
+
+    params = {}
+    for kv in args.param or []:
+        key, _, value = kv.partition("=")
+        import yaml
+
+        params[key] = yaml.safe_load(value)
+    out = Path(args.out or f"_build/executed/{args.scale}/{args.chapter}.ipynb")
+    secs = execute_chapter(args.chapter, args.scale, out, results=results_root(args.results), parameters=params,
+                           log_output=True)
+    print(f"{args.chapter} at {args.scale}: {secs:.0f} s; notebook {out}")
+    return 0
+
+
+def cmd_book(args: argparse.Namespace) -> int:
+    from .build import build
+
+    build(args.scale, strict=args.strict, chapters=args.chapters, results=args.results)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .scales import scale_names
+
+    p = argparse.ArgumentParser(prog="companion", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("data", help="datasets: list | status | fetch ID | verify ID")
+    d.add_argument("action", choices=["list", "status", "fetch", "verify"])
+    d.add_argument("id", nargs="?")
+    d.add_argument("--allow-unverified", action="store_true", help="accept files whose manifest has no checksum")
+    d.set_defaults(func=cmd_data)
+    r = sub.add_parser("report", help="aggregate all chapters' scoreboards (markdown)")
+    r.add_argument("--scale", choices=scale_names())
+    r.add_argument("--results", help="results root (default: $COMPANION_RESULTS or ./results)")
+    r.add_argument("--out", help="write to this file instead of stdout")
+    r.set_defaults(func=cmd_report)
+    ru = sub.add_parser("run", help="execute one chapter notebook with papermill")
+    ru.add_argument("chapter")
+    ru.add_argument("--scale", default="laptop", choices=scale_names())
+    ru.add_argument("-p", "--param", action="append", help="notebook parameter key=value (YAML value)")
+    ru.add_argument("--results")
+    ru.add_argument("--out")
+    ru.set_defaults(func=cmd_run)
+    b = sub.add_parser("book", help="execute every chapter and build the HTML book")
+    b.add_argument("--scale", default="laptop", choices=scale_names())
+    b.add_argument("--strict", action="store_true", help="Sphinx warnings are errors")
+    b.add_argument("--chapters", nargs="*")
+    b.add_argument("--results")
+    b.set_defaults(func=cmd_book)
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
