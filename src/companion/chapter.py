@@ -51,9 +51,10 @@ def data_choices(chapter: str) -> dict[str, str]:
     if chapter not in CHAPTER_DATA:
         raise ValueError(f"unknown chapter {chapter!r}; chapters: {', '.join(CHAPTER_DATA)}")
     out = dict(CHAPTER_DATA[chapter]["standins"])
-    for m in load_manifests().values():
-        if chapter in m.chapters:
-            out[m.id] = f"{m.title} ({m.access})"
+    if CHAPTER_DATA[chapter].get("manifests", True):
+        for m in load_manifests().values():
+            if chapter in m.chapters:
+                out[m.id] = f"{m.title} ({m.access})"
     return out
 
 

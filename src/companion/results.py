@@ -178,12 +178,14 @@ class Results:
             out[f"{c} (reproduced)"] = reproduced[c].reindex(rows) if c in reproduced else np.nan
         return out
 
-    def table(self, name: str, df: pd.DataFrame, caption: str) -> Path:
-        """Write ``<name>.csv`` (e.g. ``table-1``) and index it with its caption."""
+    def table(self, name: str, df: pd.DataFrame, caption: str):
+        """Write ``<name>.csv`` (e.g. ``table-1``), index it with its caption, and return the table styled with
+        that caption (scale and data source included) for display in the notebook."""
         path = self.dir / f"{name}.csv"
         atomic_write_bytes(path, df.to_csv(float_format="%.6g").encode())
-        self.index[path.name] = {"type": "table", "caption": self.caption(caption)}
-        return path
+        full = self.caption(caption)
+        self.index[path.name] = {"type": "table", "caption": full}
+        return df.style.set_caption(f"{name}: {full}").format(precision=4, na_rep="–")
 
     # -- figures
     def figure(self, name: str, fig, caption: str, dpi: int = 110) -> Path:

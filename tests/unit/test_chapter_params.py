@@ -4,7 +4,7 @@ import torch
 from companion import chapter
 from companion.data import DataAccessError
 from companion.data.manifests import _load_all
-from companion.scales import chapter_config
+from companion.scales import CHAPTER_DATA, chapter_config
 
 
 def test_unknown_scale_lists_choices(tmp_path):
@@ -46,6 +46,7 @@ def test_gated_dataset_not_present_says_what_to_do(tmp_path, monkeypatch):
         "manual: Register on the challenge site and download the training archive.\n")
     monkeypatch.setenv("COMPANION_MANIFESTS", str(mdir))
     monkeypatch.setenv("COMPANION_DATA", str(tmp_path / "empty"))
+    monkeypatch.setitem(CHAPTER_DATA["vessel_data"], "manifests", True)
     _load_all.cache_clear()
     try:
         assert "gatedset" in chapter.data_choices("vessel_data")

@@ -1,0 +1,100 @@
+"""Build the book: execute every chapter notebook with papermill at one scale, generate the data and report pages,
+then run Jupyter Book 1.x on a staging copy so that executed notebooks never land in the sources.
+
+    _build/stage/            staging copy: _config.yml, _toc.yml, book/, executed notebooks/
+    _build/html/             the rendered book
+    results/<chapter>/<scale>/   what each chapter wrote (results contract)
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .data.manifests import load_manifests
+from .results import atomic_write_bytes, report_markdown, results_root
+from .scales import get_scale
+
+REPO = Path(__file__).resolve().parents[2]
+
+# chapter id -> notebook (relative to the repo).  The book's order is _toc.yml's.
+CHAPTERS: dict[str, str] = {
+    "vessel_data": "notebooks/00_vessel_data.ipynb",
+}
+
+ACCESS_TEXT = {"open": "open download", "registration": "registration", "request": "on request",
+               "private": "private", "unidentified": "not identified"}
+
+
+def execute_chapter(chapter: str, scale: str, out_path: Path, *, results: Path, parameters: dict | None = None,
+                    log_output: bool = False) -> float:
+    """Execute one chapter notebook at `scale` into `out_path`; returns wall seconds."""
+    import papermill
+
+    if chapter not in CHAPTERS:
+        raise ValueError(f"unknown chapter {chapter!r}; chapters: {', '.join(CHAPTERS)}")
+    get_scale(scale)
+    params = {"scale": scale, "output_dir": str(results.resolve()), **(parameters or {})}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    papermill.execute_notebook(str(REPO / CHAPTERS[chapter]), str(out_path), parameters=params,
+                               kernel_name="python3", cwd=str(REPO), progress_bar=False, log_output=log_output)
+    return time.perf_counter() - t0
+
+
+def datasets_markdown() -> str:
+    """The datasets page's table, generated from data_manifests/."""
+    rows = ["| dataset | chapters | access | license | size | modality | citation |", "|---|---|---|---|---|---|---|"]
+    for m in sorted(load_manifests().values(), key=lambda m: (m.access, m.id)):
+        cite = f"{{cite:p}}`{m.id}`" if m.bibtex else m.citation.replace("|", "/")
+        title = f"[{m.title}]({m.homepage})" if m.homepage else m.title
+        rows.append(f"| {title} (`{m.id}`) | {', '.join(m.chapters)} | {ACCESS_TEXT[m.access]} | "
+                    f"{m.license or 'not stated'} | {m.size or '–'} | {m.modality or '–'} | {cite} |")
+    return "\n".join(rows) + "\n"
+
+
+def datasets_bibtex() -> str:
+    return "\n".join(m.bibtex.strip() + "\n" for m in load_manifests().values() if m.bibtex)
+
+
+def stage_sources(stage: Path) -> None:
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(REPO / name, stage / name)
+    shutil.copytree(REPO / "book", stage / "book", ignore=shutil.ignore_patterns("_generated"))
+
+
+def build(scale: str = "laptop", *, strict: bool = False, chapters: list[str] | None = None,
+          results: str | Path | None = None, build_dir: str | Path | None = None) -> Path:
+    """Execute the chapters and build HTML; returns the html folder. `strict` turns Sphinx warnings into errors."""
+    get_scale(scale)
+    chapters = list(chapters or CHAPTERS)
+    build_dir = Path(build_dir or REPO / "_build")
+    res = results_root(results)
+    stage = build_dir / "stage"
+    stage_sources(stage)
+    for ch in chapters:
+        out = stage / CHAPTERS[ch]
+        print(f"[companion] executing {CHAPTERS[ch]} at scale {scale} ...", flush=True)
+        secs = execute_chapter(ch, scale, out, results=res)
+        print(f"[companion] {ch}: {secs:.0f} s", flush=True)
+    gen = stage / "book" / "_generated"
+    atomic_write_bytes(gen / "datasets.md", datasets_markdown().encode())
+    atomic_write_bytes(gen / "datasets.bib", datasets_bibtex().encode())
+    atomic_write_bytes(gen / "report.md", report_markdown(res, scale).encode())
+    jb = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jb) if jb.exists() else (shutil.which("jupyter-book") or "jupyter-book"), "build", str(stage),
+           "--path-output", str(build_dir.parent), "--builder", "html"]
+    if build_dir.name != "_build":
+        raise ValueError("build_dir must be named _build (Jupyter Book writes <path-output>/_build/html)")
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    print("[companion] " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    html = build_dir / "html"
+    print(f"[companion] book built: {html / 'index.html'}", flush=True)
+    return html

@@ -1,0 +1,234 @@
+"""Chapter 0, "Vessel segmentation maps as data": the statistics, figures and checks of the chapter notebook
+``notebooks/00_vessel_data.ipynb``.  Every table and figure of the chapter is made by one function here.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+import pandas as pd
+
+from . import metrics
+from .chapter import ChapterRun
+from .data import download
+from .data.manifests import load_manifests
+from .data.vessels import KINDS, VesselTree, generate_dataset, generate_tree
+
+NOMINAL_SPACING_MM = 0.5  # VAEsselSparse consolidates all its datasets at 0.5 mm isotropic
+
+
+def volumes_checksum(trees: list[VesselTree]) -> str:
+    h = hashlib.sha256()
+    for t in trees:
+        h.update(np.packbits(t.volume).tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def generate(run: ChapterRun) -> list[VesselTree]:
+    """The chapter's offline data set: `trees_per_kind` trees of each preset at the scale's grid."""
+    cfg = run.cfg
+    t0 = time.perf_counter()
+    trees = generate_dataset(cfg["trees_per_kind"] * len(KINDS), grid=cfg["grid"], seed=run.seed)
+    run.results.add_source("procedural vessel trees", "offline stand-in (companion.data.vessels)",
+                           checksum=volumes_checksum(trees), n=len(trees), grid=cfg["grid"], kinds=list(KINDS),
+                           seconds=round(time.perf_counter() - t0, 2))
+    return trees
+
+
+def tree_statistics(trees: list[VesselTree]) -> pd.DataFrame:
+    """One row per tree: occupancy, Betti numbers, skeleton and centerline length, radii, loops."""
+    from skimage.morphology import skeletonize
+    from tqdm.auto import tqdm
+
+    rows = []
+    for i, t in enumerate(tqdm(trees, desc="tree statistics", disable=len(trees) <= 8)):
+        b0, b1, b2 = metrics.betti_numbers(t.volume)
+        skel = int(skeletonize(t.volume).sum())
+        r = t.segment_radii()
+        rows.append({
+            "tree": i, "kind": t.kind, "grid": t.grid, "active_voxels": int(t.volume.sum()),
+            "occupancy_pct": 100.0 * t.occupancy, "b0": b0, "b1": b1, "b2": b2, "anastomoses": t.n_loops,
+            "skeleton_voxels": skel, "centerline_mm": t.centerline_length() * NOMINAL_SPACING_MM,
+            "bifurcations": len(t.bifurcations), "radius_mean_vox": float(r.mean()),
+            "radius_max_vox": float(r.max()), "max_generation": int(t.label.max()),
+        })
+    return pd.DataFrame(rows).set_index("tree")
+
+
+def summary_by_kind(stats: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± sd of each statistic per preset."""
+    cols = ["occupancy_pct", "b0", "b1", "skeleton_voxels", "centerline_mm", "bifurcations", "radius_mean_vox",
+            "max_generation"]
+    g = stats.groupby("kind")[cols]
+    mean, sd = g.mean(), g.std(ddof=0)
+    out = pd.DataFrame(index=mean.index)
+    for c in cols:
+        out[c] = [f"{m:.3g} ± {s:.2g}" for m, s in zip(mean[c], sd[c])]
+    out.insert(0, "n", g.size())
+    return out
+
+
+def murray_max_error(trees: list[VesselTree]) -> float:
+    """Largest relative Murray's-law error |r0^3 - r1^3 - r2^3| / r0^3 over every bifurcation of every tree."""
+    worst = 0.0
+    for t in trees:
+        if len(t.bifurcations) == 0:
+            continue
+        r = t.node_radius[t.bifurcations]
+        err = np.abs(r[:, 0] ** 3 - r[:, 1] ** 3 - r[:, 2] ** 3) / r[:, 0] ** 3
+        worst = max(worst, float(err.max()))
+    return worst
+
+
+# ----------------------------------------------------------------------------------------------- figures
+def figure_renders(run: ChapterRun, trees: list[VesselTree]):
+    """One tree of each preset: 3D surface coloured by radius (top) and maximum-intensity projections (bottom)."""
+    import matplotlib.pyplot as plt
+
+    from .render import mip, show_volume
+
+    picks = [next(t for t in trees if t.kind == k) for k in KINDS]
+    fig, axes = plt.subplots(2, len(picks), figsize=(4.2 * len(picks), 8.4))
+    for j, t in enumerate(picks):
+        rmax = float(t.radius.max())
+        show_volume(axes[0, j], t.volume, t.radius, title=f"{t.kind} (grid {t.grid}³), colour = radius",
+                    size=run.cfg["render_size"], cmap="plasma", clim=(0.0, rmax))
+        axes[1, j].imshow(mip(t.volume, axis=1).T, cmap="gray_r", origin="lower")
+        axes[1, j].set_title(f"MIP along y, occupancy {100 * t.occupancy:.2f} %", fontsize=9)
+        axes[1, j].set_axis_off()
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    return fig
+
+
+def figure_radius_histograms(trees: list[VesselTree]):
+    """Distribution of centerline segment radii per preset (log counts), with the voxel size marked."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(KINDS), figsize=(4.2 * len(KINDS), 3.2), sharey=True)
+    for ax, k in zip(axes, KINDS):
+        r = np.concatenate([t.segment_radii() for t in trees if t.kind == k])
+        ax.hist(r, bins=30, color="#2c7fb8")
+        ax.axvline(0.5, color="k", ls="--", lw=0.8, label="half a voxel")
+        ax.set_yscale("log")
+        ax.set_title(k, fontsize=10)
+        ax.set_xlabel("segment radius (voxels)")
+    axes[0].set_ylabel("segments")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def figure_topology(stats: pd.DataFrame):
+    """Occupancy and loop count of every tree, by preset."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for k in KINDS:
+        s = stats[stats.kind == k]
+        axes[0].scatter(s.skeleton_voxels, s.occupancy_pct, label=k, s=18)
+        axes[1].scatter(s.anastomoses + 0.05 * np.arange(len(s)), s.b1, label=k, s=18)
+    axes[0].set_xlabel("skeleton length (voxels)")
+    axes[0].set_ylabel("occupancy (%)")
+    axes[1].set_xlabel("anastomoses added by the generator")
+    axes[1].set_ylabel("b1 of the rasterised map")
+    lim = max(1, int(stats.b1.max()), int(stats.anastomoses.max())) + 0.5
+    axes[1].plot([0, lim], [0, lim], "k--", lw=0.7)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def figure_real_volumes():
+    """Mid slices of the real volumes that ship inside PyPI packages (offline), at their own voxel spacing."""
+    import matplotlib.pyplot as plt
+
+    from .data import packaged
+
+    vols = [packaged.load("mni152", "t1"), packaged.load("mni152", "gm"), packaged.load("dipy_aniso_vox"),
+            packaged.load("nibabel_anatomical")]
+    fig, axes = plt.subplots(1, len(vols), figsize=(3.4 * len(vols), 3.6))
+    for ax, v in zip(axes, vols):
+        sl = v.array[:, v.array.shape[1] // 2, :]
+        ax.imshow(sl.T, cmap="gray", origin="lower", aspect=v.spacing[2] / v.spacing[0])
+        ax.set_title(f"{v.name}\n{v.array.shape}, {' x '.join(f'{s:g}' for s in v.spacing)} mm", fontsize=8)
+        ax.set_axis_off()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig, vols
+
+
+# ----------------------------------------------------------------------------------------------- tables
+def preset_table() -> pd.DataFrame:
+    """The main knobs of each generator preset."""
+    from .data.vessels import PRESETS
+
+    rows = {}
+    for k, p in PRESETS.items():
+        rows[k] = {"roots": len(p.roots), "root radius (grid fraction)": p.root_radius_frac,
+                   "length / radius": p.length_ratio, "asymmetry r_thin/r_thick": p.asymmetry,
+                   "branch angle (deg)": p.branch_angle_deg, "tortuosity": p.tortuosity,
+                   "max generation": p.max_generation, "min radius (voxels)": p.min_radius_vox,
+                   "loops by default": p.loops}
+    return pd.DataFrame(rows)
+
+
+def published_statistics() -> pd.DataFrame:
+    """What the manifests publish about each real dataset (facts as published, with their source)."""
+    rows = []
+    for m in sorted(load_manifests().values(), key=lambda m: m.id):
+        st = dict(m.published_stats)
+        if not st:
+            continue
+        src = st.pop("source", None)
+        rows.append({"dataset": m.id, "modality": m.modality or "–", "chapters": ", ".join(m.chapters),
+                     "published": "; ".join(f"{k}: {v}" for k, v in st.items()), "source": src or "–"})
+    return pd.DataFrame(rows).set_index("dataset") if rows else pd.DataFrame()
+
+
+def access_table() -> pd.DataFrame:
+    """Every dataset of the book with its access level, license and status on this machine."""
+    ms = load_manifests()
+    rows = [{"dataset": s.id, "chapters": ", ".join(ms[s.id].chapters),
+             "access": s.access, "license": s.license or "not stated", "on this machine": s.state}
+            for s in download.status()]
+    return pd.DataFrame(rows).set_index("dataset")
+
+
+# ----------------------------------------------------------------------------------------------- checks
+def torus(grid: int = 48, R: float = 14.0, r: float = 5.0) -> np.ndarray:
+    """A solid torus in the (x, y) plane, centred in a `grid`³ volume."""
+    x, y, z = np.indices((grid,) * 3) - (grid - 1) / 2
+    return (np.sqrt(x ** 2 + y ** 2) - R) ** 2 + z ** 2 <= r ** 2
+
+
+def record_checks(run: ChapterRun, trees: list[VesselTree], stats: pd.DataFrame) -> pd.DataFrame:
+    """Evaluate the chapter's claims (its own checks) and record them in the scoreboard."""
+    res = run.results
+    occ = float(stats.occupancy_pct.max())
+    res.record("sparse-occupancy", reproduced={"max_occupancy_pct": occ}, holds=occ < 5.0,
+               reason=None if occ < 5.0 else f"densest map has {occ:.2f} % occupancy")
+    err = murray_max_error(trees)
+    res.record("murray-law", reproduced={"max_relative_error": err}, holds=err < 1e-6,
+               reason=None if err < 1e-6 else "a bifurcation violates Murray's law")
+    loopfree = stats[stats.anastomoses == 0]
+    bad = loopfree[(loopfree.b0 != 1) | (loopfree.b1 != 0)]
+    res.record("trees-are-trees", reproduced={"maps": len(loopfree), "violations": len(bad)},
+               holds=len(loopfree) > 0 and bad.empty,
+               reason=None if len(loopfree) and bad.empty else
+               (f"trees {list(bad.index)} have (b0, b1) != (1, 0)" if len(bad) else "no loop-free map generated"))
+    looped = stats[stats.anastomoses > 0]
+    mism = looped[looped.b1 != looped.anastomoses]
+    res.record("loops-are-counted", reproduced={"maps": len(looped), "mismatches": len(mism)},
+               holds=(len(looped) > 0 and mism.empty) if len(looped) else None,
+               reason=None if len(looped) and mism.empty else
+               (f"trees {list(mism.index)}: b1 differs from the anastomoses added (vessels touching or a loop "
+                f"lost in rasterisation)" if len(mism) else "no map with anastomoses at this scale"))
+    betti = metrics.betti_numbers(torus())
+    res.record("topology-selftest", reproduced=list(betti), holds=tuple(betti) == (1, 1, 0),
+               reason=None if tuple(betti) == (1, 1, 0) else "Betti numbers of the torus are wrong")
+    t0 = trees[0]
+    again = generate_tree(t0.kind, grid=t0.grid, seed=t0.seed)
+    same = bool(np.array_equal(again.volume, t0.volume))
+    res.record("deterministic", reproduced={"identical": same}, holds=same,
+               reason=None if same else "regenerated map differs")
+    return res.scoreboard()

@@ -1,0 +1,93 @@
+"""The book at ci scale: every chapter notebook executed with papermill, results contract checked, HTML built with
+Sphinx warnings as errors.  Runs last (testpaths order) because it takes minutes."""
+import json
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from companion.build import CHAPTERS, REPO, build
+from companion.results import load_claims
+
+SCALE = "ci"
+BUDGET_S = 4 * 60  # ci scale: at most 4 minutes per chapter on 2 cores
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    results = REPO / "results"
+    t0 = time.perf_counter()
+    html = build(SCALE, strict=True, results=results)
+    return html, results, time.perf_counter() - t0
+
+
+def test_book_html_built(built):
+    html, _, _ = built
+    assert (html / "index.html").exists()
+    for page in ("book/intro", "book/datasets", "book/report", "book/references"):
+        assert (html / f"{page}.html").exists(), page
+    for nb in CHAPTERS.values():
+        page = html / (nb.removesuffix(".ipynb") + ".html")
+        text = page.read_text()
+        assert "Traceback" not in text
+        assert "Scale: ci" in text or "scale: ci" in text.lower()
+
+
+def test_executed_notebooks_are_build_outputs_not_sources(built):
+    for nb in CHAPTERS.values():
+        src = json.loads((REPO / nb).read_text())
+        assert all(c.get("outputs", []) == [] for c in src["cells"] if c["cell_type"] == "code")
+        executed = json.loads((REPO / "_build" / "stage" / nb).read_text())
+        assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code")
+
+
+@pytest.mark.parametrize("chapter", list(CHAPTERS))
+def test_results_contract(built, chapter):
+    _, results, _ = built
+    d = results / chapter / SCALE
+    claims = load_claims(chapter)
+    board = json.loads((d / "scoreboard.json").read_text())
+    ids = [c["id"] for c in board["claims"]]
+    assert ids == list(claims.claims), "one record per claim, in the claims file's order"
+    for c in board["claims"]:
+        assert set(c) >= {"id", "statement", "paper", "reproduced", "holds", "reason"}
+        assert c["holds"] is True or c["reason"], f"{c['id']}: a false or undecided claim needs a reason"
+        assert c["reason"] != "not evaluated in this run", f"{c['id']} was not evaluated at ci scale"
+    prov = json.loads((d / "provenance.json").read_text())
+    assert prov["scale"] == SCALE and prov["data_sources"] and prov["wall_time_s"] <= BUDGET_S
+    assert all(s.get("checksum") or s["kind"].startswith("real") for s in prov["data_sources"])
+    index = json.loads((d / "index.json").read_text())
+    for n in claims.tables:
+        assert f"table-{n}.csv" in index, f"paper table {n} missing"
+    for n in claims.figures:
+        assert f"fig-{n}.png" in index, f"paper figure {n} missing"
+    for name, entry in index.items():
+        assert (d / name).stat().st_size > 0
+        assert f"Scale: {SCALE}" in entry["caption"] and "Data: " in entry["caption"]
+        if name.endswith(".csv"):
+            assert len(pd.read_csv(d / name)) > 0
+    assert not [p for p in d.iterdir() if ".tmp" in p.name], "half-written files left behind"
+
+
+def test_report_page_lists_every_chapter(built):
+    html, _, _ = built
+    text = (html / "book" / "report.html").read_text()
+    for chapter in CHAPTERS:
+        assert f"<code class=\"docutils literal notranslate\"><span class=\"pre\">{chapter}</span></code>" in text
+
+
+def test_chapter_determinism_same_tables(built, tmp_path):
+    """Re-running the cheapest chapter at ci scale gives byte-identical tables."""
+    from companion.build import execute_chapter
+
+    _, results, _ = built
+    execute_chapter("vessel_data", SCALE, tmp_path / "again.ipynb", results=tmp_path / "res")
+    first, second = results / "vessel_data" / SCALE, tmp_path / "res" / "vessel_data" / SCALE
+    tables = sorted(p.name for p in first.glob("table-*.csv"))
+    assert tables and tables == sorted(p.name for p in second.glob("table-*.csv"))
+    for name in tables:
+        if name == "table-dataset-access.csv":  # depends on this machine's data folder, not on the run
+            continue
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
