@@ -85,6 +85,8 @@ def murray_max_error(trees: list[VesselTree]) -> float:
 def figure_renders(run: ChapterRun, trees: list[VesselTree]):
     """One tree of each preset: 3D surface coloured by radius (top) and maximum-intensity projections (bottom)."""
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
     from .render import mip, show_volume
 
@@ -94,6 +96,8 @@ def figure_renders(run: ChapterRun, trees: list[VesselTree]):
         rmax = float(t.radius.max())
         show_volume(axes[0, j], t.volume, t.radius, title=f"{t.kind} (grid {t.grid}³), colour = radius",
                     size=run.cfg["render_size"], cmap="plasma", clim=(0.0, rmax))
+        fig.colorbar(ScalarMappable(Normalize(0.0, rmax), "plasma"), ax=axes[0, j], fraction=0.035, pad=0.01,
+                     label="radius (voxels)")
         axes[1, j].imshow(mip(t.volume, axis=1).T, cmap="gray_r", origin="lower")
         axes[1, j].set_title(f"MIP along y, occupancy {100 * t.occupancy:.2f} %", fontsize=9)
         axes[1, j].set_axis_off()
