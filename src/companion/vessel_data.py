@@ -36,22 +36,29 @@ def generate(run: ChapterRun) -> list[VesselTree]:
     return trees
 
 
-def tree_statistics(trees: list[VesselTree]) -> pd.DataFrame:
-    """One row per tree: occupancy, Betti numbers, skeleton and centerline length, radii, loops."""
+def map_statistics(mask: np.ndarray) -> dict:
+    """Statistics of any binary vessel map (generated or real): active voxels, occupancy, Betti numbers and
+    skeleton length (voxels, Lee et al. 1994 thinning)."""
     from skimage.morphology import skeletonize
+
+    mask = np.asarray(mask, bool)
+    b0, b1, b2 = metrics.betti_numbers(mask)
+    return {"active_voxels": int(mask.sum()), "occupancy_pct": 100.0 * float(mask.mean()), "b0": b0, "b1": b1,
+            "b2": b2, "skeleton_voxels": int(skeletonize(mask).sum())}
+
+
+def tree_statistics(trees: list[VesselTree]) -> pd.DataFrame:
+    """One row per tree: :func:`map_statistics` plus what the generator knows (centerline, radii, loops)."""
     from tqdm.auto import tqdm
 
     rows = []
     for i, t in enumerate(tqdm(trees, desc="tree statistics", disable=len(trees) <= 8)):
-        b0, b1, b2 = metrics.betti_numbers(t.volume)
-        skel = int(skeletonize(t.volume).sum())
         r = t.segment_radii()
         rows.append({
-            "tree": i, "kind": t.kind, "grid": t.grid, "active_voxels": int(t.volume.sum()),
-            "occupancy_pct": 100.0 * t.occupancy, "b0": b0, "b1": b1, "b2": b2, "anastomoses": t.n_loops,
-            "skeleton_voxels": skel, "centerline_mm": t.centerline_length() * NOMINAL_SPACING_MM,
-            "bifurcations": len(t.bifurcations), "radius_mean_vox": float(r.mean()),
-            "radius_max_vox": float(r.max()), "max_generation": int(t.label.max()),
+            "tree": i, "kind": t.kind, "grid": t.grid, **map_statistics(t.volume), "anastomoses": t.n_loops,
+            "centerline_mm": t.centerline_length() * NOMINAL_SPACING_MM, "bifurcations": len(t.bifurcations),
+            "radius_mean_vox": float(r.mean()), "radius_max_vox": float(r.max()),
+            "max_generation": int(t.label.max()),
         })
     return pd.DataFrame(rows).set_index("tree")
 

@@ -82,6 +82,12 @@ Rasterisation
     vectorised over its pieces.
 
 Determinism: all randomness comes from one ``np.random.default_rng(seed)`` per tree; no global random state.
+
+Why not a package
+    ``svv`` (svVascularize 0.0.57 on PyPI) generates vascular trees by constrained constructive optimisation, but on
+    Python 3.11 it requires ``numpy<2`` (this book pins numpy 2.3 for MONAI and torch), pulls in open3d, PySide6,
+    tetgen and trimesh, and depends on ``sentry-sdk``; it also gives no topology guarantee on the rasterised map.
+    A small generator with exact Murray radii, guaranteed Betti numbers and seeded determinism serves the book better.
 """
 from __future__ import annotations
 
