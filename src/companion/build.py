@@ -50,7 +50,8 @@ def datasets_markdown() -> str:
     for m in sorted(load_manifests().values(), key=lambda m: (m.access, m.id)):
         cite = f"{{cite:p}}`{m.id}`" if m.bibtex else m.citation.replace("|", "/")
         title = f"[{m.title}]({m.homepage})" if m.homepage else m.title
-        rows.append(f"| {title} (`{m.id}`) | {', '.join(m.chapters)} | {ACCESS_TEXT[m.access]} | "
+        access = "ships in a PyPI package" if m.is_packaged else ACCESS_TEXT[m.access]
+        rows.append(f"| {title} (`{m.id}`) | {', '.join(m.chapters)} | {access} | "
                     f"{m.license or 'not stated'} | {m.size or '–'} | {m.modality or '–'} | {cite} |")
     return "\n".join(rows) + "\n"
 
