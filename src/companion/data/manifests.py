@@ -19,6 +19,7 @@ EXTRACTORS = ("zip", "tar", "tar.gz", "rar", "none")
 HASH_ALGORITHMS = ("md5", "sha1", "sha256")
 LOADERS = ("nifti_pairs", "nifti_folder", "npz_arrays", "medmnist_npz", "tiff_stack", "neurite_oasis", "none")
 CHAPTER_IDS = ("vessel_data", "vaesselsparse", "vpbsd", "hyperbolic", "sparsevm")
+LOADER_ARGS = ("images", "label_sub", "case", "key", "file")
 REQUIRED = ("id", "title", "chapters", "homepage", "access", "license", "citation", "files", "layout", "loader")
 
 
@@ -64,6 +65,7 @@ class Manifest:
     packaged: dict[str, Any] | None = None
     published_stats: dict[str, Any] = field(default_factory=dict)
     notes: str | None = None
+    loader_args: dict[str, Any] = field(default_factory=dict)
 
     @property
     def downloadable(self) -> bool:
@@ -118,6 +120,13 @@ def _parse(path: Path) -> Manifest:
         if "/" in name or "\\" in name or name in ("", ".", ".."):
             raise ManifestError(f"{path}: files[{i}].name {name!r} must be a plain file name")
         files.append(RemoteFile(url=f["url"], name=name, hash=h, size_bytes=f.get("size_bytes"), extract=extract))
+    loader_args = dict(raw.get("loader_args") or {})
+    unknown = set(loader_args) - set(LOADER_ARGS)
+    if unknown:
+        raise ManifestError(f"{path}: unknown loader_args {sorted(unknown)}; valid: {', '.join(LOADER_ARGS)}")
+    sub = loader_args.get("label_sub")
+    if sub is not None and not (isinstance(sub, list) and len(sub) == 2 and all(isinstance(x, str) for x in sub)):
+        raise ManifestError(f"{path}: loader_args.label_sub must be [regex, replacement]")
     if raw["access"] != "open" and not raw.get("manual"):
         raise ManifestError(f"{path}: access {raw['access']!r} needs 'manual' placement instructions")
     return Manifest(
@@ -126,7 +135,7 @@ def _parse(path: Path) -> Manifest:
         layout=str(raw["layout"] or ""), loader=raw["loader"], path=path, role=raw.get("role") or "",
         size=raw.get("size"), modality=raw.get("modality"), manual=raw.get("manual"), bibtex=raw.get("bibtex"),
         packaged=raw.get("packaged"), published_stats=dict(raw.get("published_stats") or {}),
-        notes=raw.get("notes"),
+        notes=raw.get("notes"), loader_args=loader_args,
     )
 
 

@@ -1,0 +1,153 @@
+"""Read a downloaded dataset as (case, image, target) samples, following its manifest's ``loader`` and
+``loader_args``.  One generic reader per file format; the manifest says where the files are:
+
+``loader_args`` (all optional except ``images``)
+    images      glob, relative to ``$COMPANION_DATA/<id>/``, matching one image file per case (sorted)
+    label_sub   ``[regex, replacement]`` turning an image path (relative, '/'-separated) into its label path
+    case        regex whose first group, searched in the image path, is the case id (default: the file stem)
+    key         array key inside ``.npz`` files (npz_arrays; default "data")
+    file        the ``.npz`` file (medmnist_npz)
+
+Loaders never download; a dataset that is not ready fails with the command that fetches or verifies it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .download import dataset_dir, verify
+from .manifests import Manifest, get_manifest
+
+
+@dataclass(frozen=True)
+class Sample:
+    case: str
+    image: np.ndarray
+    target: np.ndarray | int | None  # label map, class index, or None (unlabelled)
+    spacing: tuple[float, ...]
+    path: str
+
+
+class LayoutError(FileNotFoundError):
+    """The files on disk do not match the manifest's layout; the message shows what was looked for."""
+
+
+def _image_paths(m: Manifest, root: Path) -> list[Path]:
+    pattern = m.loader_args.get("images")
+    if not pattern:
+        raise LayoutError(f"{m.id}: manifest gives no loader_args.images glob; expected layout:\n{m.layout}")
+    # skip hidden files such as the macOS "._name" companions some archives (e.g. MSD) carry
+    paths = sorted(p for p in root.glob(pattern)
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not paths:
+        raise LayoutError(f"{m.id}: no file matches {pattern!r} under {root}. Expected layout (from the "
+                          f"manifest):\n{m.layout}\nIf the archive's layout differs, fix loader_args in {m.path}.")
+    return paths
+
+
+def _case_id(m: Manifest, rel: str) -> str:
+    rx = m.loader_args.get("case")
+    if rx:
+        found = re.search(rx, rel)
+        if found:
+            return found.group(1)
+    name = Path(rel).name
+    return name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(rel).stem
+
+
+def _label_path(m: Manifest, root: Path, rel: str) -> Path | None:
+    sub = m.loader_args.get("label_sub")
+    if not sub:
+        return None
+    pattern, repl = sub
+    label = root / re.sub(pattern, repl, rel)
+    if not label.exists():
+        raise LayoutError(f"{m.id}: label {label} for image {rel} not found (label_sub {sub!r}); "
+                          f"expected layout:\n{m.layout}")
+    return label
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    return np.asanyarray(img.dataobj), tuple(float(z) for z in img.header.get_zooms()[:3])
+
+
+def _read_npz(path: Path, key: str) -> np.ndarray:
+    with np.load(path) as z:
+        if key not in z:
+            raise LayoutError(f"{path}: no array {key!r}; arrays: {', '.join(z.files)}")
+        return z[key]
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    return np.asarray(tifffile.imread(str(path)))
+
+
+def _paired(reader: Callable[[Path], tuple[np.ndarray, tuple[float, ...]]]):
+    def load(m: Manifest, root: Path, split: str | None) -> Iterator[Sample]:
+        for p in _image_paths(m, root):
+            rel = p.relative_to(root).as_posix()
+            image, spacing = reader(p)
+            lab = _label_path(m, root, rel)
+            target = reader(lab)[0] if lab is not None else None
+            yield Sample(_case_id(m, rel), image, target, spacing, rel)
+
+    return load
+
+
+def _medmnist(m: Manifest, root: Path, split: str | None) -> Iterator[Sample]:
+    split = split or "train"
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"{m.id}: split {split!r} unknown; choose train, val or test")
+    path = root / m.loader_args.get("file", f"{m.id}.npz")
+    if not path.exists():
+        raise LayoutError(f"{m.id}: {path} not found; expected layout:\n{m.layout}")
+    with np.load(path) as z:
+        images, labels = z[f"{split}_images"], z[f"{split}_labels"]
+    for i, (img, lab) in enumerate(zip(images, labels)):
+        yield Sample(f"{split}-{i:05d}", img, int(np.ravel(lab)[0]), (1.0,) * img.ndim, path.name)
+
+
+def _npz(m: Manifest, root: Path, split: str | None) -> Iterator[Sample]:
+    key = m.loader_args.get("key", "data")
+    return _paired(lambda p: (_read_npz(p, key), (1.0, 1.0, 1.0)))(m, root, split)
+
+
+READERS: dict[str, Callable[[Manifest, Path, str | None], Iterator[Sample]]] = {
+    "nifti_pairs": _paired(_read_nifti),
+    "nifti_folder": _paired(_read_nifti),
+    "neurite_oasis": _paired(_read_nifti),
+    "npz_arrays": _npz,
+    "medmnist_npz": _medmnist,
+    "tiff_stack": _paired(lambda p: (_read_tiff(p), (1.0, 1.0, 1.0))),
+}
+
+
+def iter_samples(dataset_id: str, *, split: str | None = None, limit: int | None = None,
+                 check: bool = True) -> Iterator[Sample]:
+    """Samples of a dataset on disk, in a stable order. `check` first verifies the dataset against its manifest."""
+    m = get_manifest(dataset_id)
+    if m.loader == "none" or m.loader not in READERS:
+        raise ValueError(f"{m.id}: no loader (manifest says loader: {m.loader}); layout:\n{m.layout}")
+    if check:
+        problems = verify(m.id)
+        if problems:
+            raise LayoutError(f"{m.id} is not ready:\n" + "\n".join(problems))
+    for i, s in enumerate(READERS[m.loader](m, dataset_dir(m.id), split)):
+        if limit is not None and i >= limit:
+            return
+        yield s
+
+
+def describe(dataset_id: str) -> dict[str, Any]:
+    """The loader and its arguments for a dataset (what a chapter will read)."""
+    m = get_manifest(dataset_id)
+    return {"id": m.id, "loader": m.loader, "loader_args": dict(m.loader_args), "layout": m.layout}
