@@ -64,6 +64,21 @@ class ClaimsFile:
 
 
 def load_claims(chapter: str) -> ClaimsFile:
+    """Read ``claims/<chapter>.yaml``.  Schema (values transcribed from the paper, never computed)::
+
+        chapter: vaesselsparse
+        title: "..."
+        paper: "citation of the paper"
+        claims:                       # one per statement the scoreboard evaluates
+          - id: sparse-beats-dense-dice
+            kind: paper               # paper (the paper claims it) | check (the book's own check)
+            statement: "..."
+            paper_value: {Dense VAE: 70.1, VAEsselSparse: 81.45}   # any YAML value, or null
+        tables:                       # table n of the paper: rows -> columns -> value
+          "1": {caption: "...", columns: [Dice, clDice], values: {Dense VAE: {Dice: 70.1, clDice: 80.2}}}
+        figures:                      # figure n of the paper: what it shows
+          "2": "3D renders of reference, dense and sparse reconstructions"
+    """
     path = CLAIMS_DIR / f"{chapter}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in CLAIMS_DIR.glob("*.yaml"))
