@@ -73,9 +73,9 @@ def load_claims(chapter: str) -> ClaimsFile:
           - id: sparse-beats-dense-dice
             kind: paper               # paper (the paper claims it) | check (the book's own check)
             statement: "..."
-            paper_value: {Dense VAE: 70.1, VAEsselSparse: 81.45}   # any YAML value, or null
+            paper_value: {method A: <number from the paper>, method B: <number>}   # any YAML value, or null
         tables:                       # table n of the paper: rows -> columns -> value
-          "1": {caption: "...", columns: [Dice, clDice], values: {Dense VAE: {Dice: 70.1, clDice: 80.2}}}
+          "1": {caption: "...", columns: [Dice, clDice], values: {method A: {Dice: <number>, clDice: <number>}}}
         figures:                      # figure n of the paper: what it shows
           "2": "3D renders of reference, dense and sparse reconstructions"
     """
