@@ -169,9 +169,10 @@ class Results:
         self._t0 = time.perf_counter()
 
     # -- captions
-    def caption(self, text: str) -> str:
-        """`text` followed by the scale and data source, as every table and figure of the book states them."""
-        return f"{text.rstrip('.')}. Scale: {self.scale}. Data: {self.data_label}."
+    def caption(self, text: str, data: str | None = None) -> str:
+        """`text` followed by the scale and data source, as every table and figure of the book states them.
+        `data` overrides the run's data label for a table or figure drawn from other data."""
+        return f"{text.rstrip('.')}. Scale: {self.scale}. Data: {data or self.data_label}."
 
     def add_source(self, name: str, kind: str, checksum: str | None = None, **details: Any) -> None:
         """Record a data source for provenance (checksum as 'algorithm:hex')."""
@@ -193,22 +194,22 @@ class Results:
             out[f"{c} (reproduced)"] = reproduced[c].reindex(rows) if c in reproduced else np.nan
         return out
 
-    def table(self, name: str, df: pd.DataFrame, caption: str):
+    def table(self, name: str, df: pd.DataFrame, caption: str, data: str | None = None):
         """Write ``<name>.csv`` (e.g. ``table-1``), index it with its caption, and return the table styled with
         that caption (scale and data source included) for display in the notebook."""
         path = self.dir / f"{name}.csv"
         atomic_write_bytes(path, df.to_csv(float_format="%.6g").encode())
-        full = self.caption(caption)
+        full = self.caption(caption, data)
         self.index[path.name] = {"type": "table", "caption": full}
         return df.style.set_caption(f"{name}: {full}").format(precision=4, na_rep="–")
 
     # -- figures
-    def figure(self, name: str, fig, caption: str, dpi: int = 110) -> Path:
+    def figure(self, name: str, fig, caption: str, data: str | None = None, dpi: int = 110) -> Path:
         """Save a matplotlib figure as ``<name>.png`` with the scale and data source stamped in its footer."""
         import io
 
-        full = self.caption(caption)
-        fig.text(0.005, 0.003, f"scale: {self.scale} | data: {self.data_label}", fontsize=7, color="0.35",
+        full = self.caption(caption, data)
+        fig.text(0.005, 0.003, f"scale: {self.scale} | data: {data or self.data_label}", fontsize=7, color="0.35",
                  ha="left", va="bottom")
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})

@@ -16,6 +16,8 @@ from .data.manifests import load_manifests
 from .data.vessels import KINDS, VesselTree, generate_dataset, generate_tree
 
 NOMINAL_SPACING_MM = 0.5  # VAEsselSparse consolidates all its datasets at 0.5 mm isotropic
+REAL_VOLUMES = "real MRI shipped in PyPI packages (nilearn MNI152, dipy aniso_vox, nibabel anatomical.nii)"
+MANIFESTS = "dataset manifests (data_manifests/), facts as published"
 
 
 def volumes_checksum(trees: list[VesselTree]) -> str:
@@ -138,7 +140,7 @@ def figure_topology(stats: pd.DataFrame):
     for k in KINDS:
         s = stats[stats.kind == k]
         axes[0].scatter(s.skeleton_voxels, s.occupancy_pct, label=k, s=18)
-        axes[1].scatter(s.anastomoses + 0.05 * np.arange(len(s)), s.b1, label=k, s=18)
+        axes[1].scatter(s.anastomoses, s.b1, label=k, s=40, alpha=0.4)
     axes[0].set_xlabel("skeleton length (voxels)")
     axes[0].set_ylabel("occupancy (%)")
     axes[1].set_xlabel("anastomoses added by the generator")
@@ -164,7 +166,7 @@ def figure_real_volumes():
         ax.imshow(sl.T, cmap="gray", origin="lower", aspect=v.spacing[2] / v.spacing[0])
         ax.set_title(f"{v.name}\n{v.array.shape}, {' x '.join(f'{s:g}' for s in v.spacing)} mm", fontsize=8)
         ax.set_axis_off()
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     return fig, vols
 
 
