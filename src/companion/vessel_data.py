@@ -160,13 +160,13 @@ def figure_real_volumes():
 
     vols = [packaged.load("mni152", "t1"), packaged.load("mni152", "gm"), packaged.load("dipy_aniso_vox"),
             packaged.load("nibabel_anatomical")]
-    fig, axes = plt.subplots(1, len(vols), figsize=(3.4 * len(vols), 3.6))
+    fig, axes = plt.subplots(1, len(vols), figsize=(3.4 * len(vols), 3.8), layout="constrained")
     for ax, v in zip(axes, vols):
         sl = v.array[:, v.array.shape[1] // 2, :]
         ax.imshow(sl.T, cmap="gray", origin="lower", aspect=v.spacing[2] / v.spacing[0])
         ax.set_title(f"{v.name}\n{v.array.shape}, {' x '.join(f'{s:g}' for s in v.spacing)} mm", fontsize=8)
         ax.set_axis_off()
-    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.87))  # (left, bottom, width, height)
     return fig, vols
 
 
