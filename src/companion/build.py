@@ -74,7 +74,12 @@ def build(scale: str = "laptop", *, strict: bool = False, chapters: list[str] | 
     """Execute the chapters and build HTML; returns the html folder. `strict` turns Sphinx warnings into errors."""
     get_scale(scale)
     chapters = list(chapters or CHAPTERS)
+    unknown = [c for c in chapters if c not in CHAPTERS]
+    if unknown:
+        raise ValueError(f"unknown chapter(s) {unknown}; chapters: {', '.join(CHAPTERS)}")
     build_dir = Path(build_dir or REPO / "_build")
+    if build_dir.name != "_build":
+        raise ValueError("build_dir must be named _build (Jupyter Book writes <path-output>/_build/html)")
     res = results_root(results)
     stage = build_dir / "stage"
     stage_sources(stage)
@@ -90,8 +95,6 @@ def build(scale: str = "laptop", *, strict: bool = False, chapters: list[str] | 
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb) if jb.exists() else (shutil.which("jupyter-book") or "jupyter-book"), "build", str(stage),
            "--path-output", str(build_dir.parent), "--builder", "html"]
-    if build_dir.name != "_build":
-        raise ValueError("build_dir must be named _build (Jupyter Book writes <path-output>/_build/html)")
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
     print("[companion] " + " ".join(cmd), flush=True)

@@ -60,11 +60,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .build import execute_chapter
     from .results import results_root
 
+    import yaml
+
     params = {}
     for kv in args.param or []:
         key, _, value = kv.partition("=")
-        import yaml
-
         params[key] = yaml.safe_load(value)
     out = Path(args.out or f"_build/executed/{args.scale}/{args.chapter}.ipynb")
     secs = execute_chapter(args.chapter, args.scale, out, results=results_root(args.results), parameters=params,

@@ -16,7 +16,7 @@ BUDGET_S = 4 * 60  # ci scale: at most 4 minutes per chapter on 2 cores
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built():
     results = REPO / "results"
     t0 = time.perf_counter()
     html = build(SCALE, strict=True, results=results)

@@ -141,21 +141,18 @@ def safe_extract(archive: Path, target: Path, kind: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- downloads
-def _check_file(path: Path, rf: RemoteFile) -> None:
+def _file_problem(path: Path, rf: RemoteFile) -> str | None:
+    """What is wrong with `path` against the manifest's size and checksum, or None when it matches."""
     if rf.size_bytes is not None and path.stat().st_size != rf.size_bytes:
-        actual = path.stat().st_size
-        raise ChecksumError(
-            f"{rf.name}: size {actual} bytes, manifest says {rf.size_bytes} (truncated or wrong file). "
-            f"The file was removed; run the fetch again, or download {rf.url} yourself and compare."
-        )
+        return (f"{rf.name}: size {path.stat().st_size} bytes, manifest says {rf.size_bytes} (truncated or wrong "
+                f"file). Run the fetch again, or download {rf.url} yourself and compare.")
     if rf.hash:
         actual = file_hash(path, rf.algorithm)
         if actual != rf.digest:
-            raise ChecksumError(
-                f"{rf.name}: {rf.algorithm} checksum mismatch: expected {rf.digest}, got {actual}. "
-                f"The file was removed. Run the fetch again; if it persists, the host changed the file: "
-                f"check {rf.url} and the dataset's homepage, and report the new checksum."
-            )
+            return (f"{rf.name}: {rf.algorithm} checksum mismatch: expected {rf.digest}, got {actual}. Run the "
+                    f"fetch again; if it persists, the host changed the file: check {rf.url} and the dataset's "
+                    f"homepage, and report the new checksum.")
+    return None
 
 
 def download_file(rf: RemoteFile, raw_dir: Path, *, progress: bool = True, allow_unverified: bool = False) -> Path:
@@ -167,11 +164,9 @@ def download_file(rf: RemoteFile, raw_dir: Path, *, progress: bool = True, allow
         )
     dest = raw_dir / rf.name
     if dest.exists():
-        try:
-            _check_file(dest, rf)
+        if _file_problem(dest, rf) is None:
             return dest
-        except ChecksumError:
-            dest.unlink()
+        dest.unlink()
     raw_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{rf.name}.", suffix=".part", dir=raw_dir)
     os.close(fd)
@@ -184,7 +179,9 @@ def download_file(rf: RemoteFile, raw_dir: Path, *, progress: bool = True, allow
                 f"{rf.name}: download from {rf.url} failed ({type(exc).__name__}: {exc}). Nothing was kept; "
                 f"check your connection and run the fetch again."
             ) from exc
-        _check_file(tmp, rf)
+        problem = _file_problem(tmp, rf)
+        if problem:
+            raise ChecksumError(f"{problem} The downloaded file was removed.")
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -263,9 +260,6 @@ def verify(dataset_id: str) -> list[str]:
         except DataAccessError as exc:
             return [str(exc)]
     root = dataset_dir(m.id)
-    if m.access == "private" or m.access == "unidentified":
-        if not root.exists():
-            return [_manual_message(m)]
     problems: list[str] = []
     if m.downloadable:
         for rf in m.files:
@@ -273,10 +267,9 @@ def verify(dataset_id: str) -> list[str]:
             if not p.exists():
                 problems.append(f"{rf.name}: missing in {root / 'raw'}; run `companion data fetch {m.id}`")
                 continue
-            try:
-                _check_file(p, rf)
-            except ChecksumError as exc:
-                problems.append(str(exc).replace("The file was removed. ", "").replace("The file was removed; ", ""))
+            problem = _file_problem(p, rf)
+            if problem:
+                problems.append(problem)
     elif not root.exists() or not any(root.iterdir()):
         problems.append(_manual_message(m))
     if not problems and not (root / MARKER).exists():
@@ -306,10 +299,11 @@ class DatasetStatus:
 def status(dataset_id: str | None = None) -> list[DatasetStatus]:
     """Where each dataset stands on this machine."""
     manifests = load_manifests()
-    ids = [dataset_id] if dataset_id else sorted(manifests)
+    if dataset_id:
+        get_manifest(dataset_id)  # unknown id: KeyError listing the known ones
     out = []
-    for i in ids:
-        m = get_manifest(i)
+    for i in [dataset_id] if dataset_id else sorted(manifests):
+        m = manifests[i]
         root = dataset_dir(m.id)
         if m.is_packaged:
             try:
