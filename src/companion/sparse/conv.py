@@ -1,0 +1,125 @@
+"""Sparse convolutions in pure PyTorch: gather -> one matrix product (the neighbour-table scheme).
+
+For a neighbour table ``T`` (``N_out x K``, see :mod:`companion.sparse.kmap`) and weights ``W`` (``K x C_in x C_out``)
+an output row is ``y_i = sum_k x[T[i, k]] @ W[k]``.  Gathering ``x[T]`` into an ``N_out x (K * C_in)`` matrix turns the
+whole convolution into one GEMM, so the cost is proportional to the number of *active* voxels times ``K``, not to
+the grid volume; autograd differentiates the gather (an index-add) and the product.  On 2 CPU cores at 128^3 with
+2 % occupancy this runs forward+backward several times faster than dense ``conv3d`` (measured in the chapter).
+
+Three layers cover what the VAEsselSparse model needs:
+
+* :class:`SubMConv3d` -- submanifold convolution: outputs only at the input's active voxels (sparsity preserved);
+* :class:`SparseDownsample` -- kernel 2, stride 2: halves the resolution, output = parents of active voxels;
+* :class:`SparseUpsample` -- kernel 2, stride 2 transposed (or parameter-free subdivision): creates all 8 children
+  of every voxel, i.e. new active voxels that a later pruning step may remove.
+
+Weights are stored as ``(K, C_in, C_out)`` (torchsparse's layout); :func:`dense_weight` converts them to the layout
+of ``torch.nn.Conv3d`` for the parity tests.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import backend
+from .kmap import children, downsample_map, submanifold_table
+from .tensor import SparseTensor
+
+
+def gather_gemm(feats: torch.Tensor, table: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``y_i = sum_k feats[table[i, k]] @ weight[k]`` with ``table`` entries equal to ``len(feats)`` meaning zero."""
+    k, cin, cout = weight.shape
+    padded = torch.cat([feats, feats.new_zeros(1, cin)], dim=0)
+    return padded[table].reshape(table.shape[0], k * cin) @ weight.reshape(k * cin, cout)
+
+
+def _init(weight: torch.Tensor, bias: torch.Tensor | None, fan_in: int) -> None:
+    # the default initialisation of torch.nn.Conv3d (kaiming-uniform with a = sqrt(5)), same fan-in
+    bound = 1.0 / math.sqrt(fan_in)
+    nn.init.uniform_(weight, -bound, bound)
+    if bias is not None:
+        nn.init.uniform_(bias, -bound, bound)
+
+
+class _SparseConvBase(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, kernel_volume: int, bias: bool):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.weight = nn.Parameter(torch.empty(kernel_volume, in_channels, out_channels))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        _init(self.weight, self.bias, in_channels * kernel_volume)
+
+    def _add_bias(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, kernel_volume={self.weight.shape[0]}"
+
+
+class SubMConv3d(_SparseConvBase):
+    """Submanifold convolution (stride 1): equals dense ``conv3d(padding=k//2)`` read at the active voxels."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True):
+        if kernel_size % 2 != 1:
+            raise ValueError(f"submanifold convolutions need an odd kernel size, got {kernel_size}")
+        super().__init__(in_channels, out_channels, kernel_size ** 3, bias)
+        self.kernel_size = kernel_size
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        if self.kernel_size > 1 and backend.use_torchsparse(x.device):
+            return x.replace_feats(backend.torchsparse_subm(x, self.weight, self.bias, self.kernel_size))
+        if self.kernel_size == 1:
+            return x.replace_feats(self._add_bias(x.feats @ self.weight[0]))
+        return x.replace_feats(self._add_bias(gather_gemm(x.feats, submanifold_table(x, self.kernel_size),
+                                                          self.weight)))
+
+
+class SparseDownsample(_SparseConvBase):
+    """Kernel-2, stride-2 sparse convolution: output voxels are the parents of the active voxels."""
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
+        super().__init__(in_channels, out_channels, 8, bias)
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        out, table = downsample_map(x)
+        y = self._add_bias(gather_gemm(x.feats, table, self.weight))
+        return SparseTensor(out, y, x.stride * 2, x.spatial_shape, x.batch_size)
+
+
+class SparseUpsample(_SparseConvBase):
+    """Stride-2 upsampling that creates the 8 children of every active voxel (new active voxels).
+
+    ``mode="transposed"``: kernel-2, stride-2 transposed convolution, ``child_k = x @ W[k] + b`` (equals dense
+    ``conv_transpose3d(kernel_size=2, stride=2)``).  ``mode="subdivide"``: every child copies its parent's features
+    (nearest-neighbour upsampling; no parameters unless ``in_channels != out_channels``, then a shared linear map).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, mode: str = "transposed", bias: bool = True):
+        if mode not in ("transposed", "subdivide"):
+            raise ValueError(f"mode must be 'transposed' or 'subdivide', got {mode!r}")
+        super().__init__(in_channels, out_channels, 8 if mode == "transposed" else 1, bias)
+        self.mode = mode
+        if mode == "subdivide" and in_channels == out_channels:
+            self.weight = None
+            self.bias = None
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        coords = children(x.coords, x.stride)
+        if self.mode == "subdivide":
+            f = x.feats if self.weight is None else self._add_bias(x.feats @ self.weight[0])
+            y = f.repeat_interleave(8, dim=0)
+        else:
+            k, cin, cout = self.weight.shape
+            y = (x.feats @ self.weight.permute(1, 0, 2).reshape(cin, k * cout)).reshape(-1, cout)
+            y = self._add_bias(y)
+        return SparseTensor(coords, y, x.stride // 2, x.spatial_shape, x.batch_size)
+
+
+def dense_weight(weight: torch.Tensor, kernel_size: int, transposed: bool = False) -> torch.Tensor:
+    """Sparse ``(K^3, C_in, C_out)`` weights in the layout of ``nn.Conv3d`` (``C_out, C_in, k, k, k``) or, with
+    ``transposed``, of ``nn.ConvTranspose3d`` (``C_in, C_out, k, k, k``)."""
+    k3, cin, cout = weight.shape
+    w = weight.reshape(kernel_size, kernel_size, kernel_size, cin, cout)
+    return w.permute(3, 4, 0, 1, 2) if transposed else w.permute(4, 3, 0, 1, 2)
