@@ -26,6 +26,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"data root: {f.data_root()}  (set COMPANION_DATA to change)")
         print(_table(rows, ["id", "access", "state", "where"]))
         return 0
+    if args.action == "consolidate":
+        return cmd_consolidate(args)
     if not args.id:
         print(f"companion data {args.action}: a dataset id is required (see `companion data list`)", file=sys.stderr)
         return 2
@@ -42,6 +44,41 @@ def cmd_data(args: argparse.Namespace) -> int:
         print("\n".join(problems), file=sys.stderr)
         return 1
     print(f"{args.id}: verified")
+    return 0
+
+
+def cmd_consolidate(args: argparse.Namespace) -> int:
+    """`companion data consolidate`: the VAEsselSparse dataset recipe (Sec. 4), see companion.data.consolidate."""
+    from .data import consolidate as c
+    from .data.download import DataAccessError
+
+    if not args.out:
+        print("companion data consolidate: --out DIR is required", file=sys.stderr)
+        return 2
+    if args.id:
+        print(f"companion data consolidate: pass datasets with --ids (got {args.id!r})", file=sys.stderr)
+        return 2
+    ids = [i.strip() for i in args.ids.split(",") if i.strip()] if args.ids else None
+    try:
+        df = c.consolidate(ids, args.out, shape=args.shape, target_mm=args.spacing, seed=args.seed,
+                           limit=args.limit, check=not args.no_check)
+    except (DataAccessError, ValueError, FileNotFoundError) as exc:  # FileNotFoundError: files off the layout
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    counts = df.groupby(["dataset", "split"]).size().unstack(fill_value=0).reindex(columns=list(c.SPLITS),
+                                                                                    fill_value=0)
+    rows = [[d, c.SOURCES[d], *[str(counts.at[d, s]) for s in c.SPLITS], str(counts.loc[d].sum())]
+            for d in counts.index]
+    totals = [str(int((df["split"] == s).sum())) for s in c.SPLITS]
+    rows.append(["total", "", *totals, str(len(df))])
+    print(f"consolidated {len(df)} cases into {args.out} ({args.shape}^3 voxels at {args.spacing:g} mm); "
+          f"index {Path(args.out) / c.INDEX_FILE}")
+    print(_table(rows, ["dataset", "kind", *c.SPLITS, "total"]))
+    print("  ".join(f"{s}: {n}" for s, n in zip(c.SPLITS, totals)))
+    lost = int(df["lost_voxels"].sum())
+    if lost:
+        print(f"warning: {lost} foreground voxels in {int((df['lost_voxels'] > 0).sum())} case(s) lay outside the "
+              f"{args.shape}^3 cube and were cropped (column lost_voxels of the index)", file=sys.stderr)
     return 0
 
 
@@ -85,10 +122,19 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="companion", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("data", help="datasets: list | status | fetch ID | verify ID")
-    d.add_argument("action", choices=["list", "status", "fetch", "verify"])
+    d = sub.add_parser("data", help="datasets: list | status | fetch ID | verify ID | consolidate --out DIR")
+    d.add_argument("action", choices=["list", "status", "fetch", "verify", "consolidate"])
     d.add_argument("id", nargs="?")
     d.add_argument("--allow-unverified", action="store_true", help="accept files whose manifest has no checksum")
+    dc = d.add_argument_group("consolidate", "VAEsselSparse Sec. 4: binarize, resample isotropic, centre-pad, "
+                                             "split 80/10/10, write sparse coordinates")
+    dc.add_argument("--out", help="output folder (<split>/<dataset>__<case>.npz and index.csv)")
+    dc.add_argument("--shape", type=int, default=512, help="edge of the common cube in voxels (default 512)")
+    dc.add_argument("--spacing", type=float, default=0.5, help="isotropic voxel size in mm (default 0.5)")
+    dc.add_argument("--ids", help="comma-separated dataset ids (default: the paper's seven sources)")
+    dc.add_argument("--limit", type=int, help="at most N cases per dataset")
+    dc.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split (default 0)")
+    dc.add_argument("--no-check", action="store_true", help="skip verifying each dataset against its manifest")
     d.set_defaults(func=cmd_data)
     r = sub.add_parser("report", help="aggregate all chapters' scoreboards (markdown)")
     r.add_argument("--scale", choices=scale_names())
