@@ -240,3 +240,13 @@ def test_torchsparse_parity(monkeypatch):
     ref = conv(x).feats
     monkeypatch.setenv("COMPANION_SPARSE_BACKEND", "torchsparse")
     torch.testing.assert_close(conv(x).feats, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_empty_tensors_pass_through_every_layer():
+    x = SparseTensor(torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, 4), 2, (8, 8, 8), 1)
+    assert SubMConv3d(4, 4)(x).n == 0
+    assert SparseDownsample(4, 4)(x).n == 0
+    assert SparseUpsample(4, 4)(x).n == 0
+    assert SparseGroupNorm(2, 4)(x).n == 0
+    assert SparseWindowAttention(4, 2, 2)(x).n == 0
+    assert not masks_of(SparseUpsample(4, 4)(x))[0].any()

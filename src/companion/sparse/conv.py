@@ -35,6 +35,38 @@ def gather_gemm(feats: torch.Tensor, table: torch.Tensor, weight: torch.Tensor) 
     return padded[table].reshape(table.shape[0], k * cin) @ weight.reshape(k * cin, cout)
 
 
+class _SubmanifoldConv(torch.autograd.Function):
+    """Submanifold convolution with a gather-GEMM backward.
+
+    The neighbour relation of a submanifold convolution is symmetric: ``T[i, k] = j`` exactly when
+    ``T[j, K-1-k] = i``.  So the input gradient is itself a gather-GEMM over the *same* table with the kernel
+    reversed and transposed -- no scatter-add (which is slow and, on some backends, non-deterministic) -- and the
+    weight gradient is one GEMM against the re-gathered input.
+    """
+
+    @staticmethod
+    def forward(ctx, feats, table, weight):
+        ctx.save_for_backward(feats, table, weight)
+        return gather_gemm(feats, table, weight)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        feats, table, weight = ctx.saved_tensors
+        grad_feats = grad_weight = None
+        k, cin, cout = weight.shape
+        if ctx.needs_input_grad[0]:
+            grad_feats = gather_gemm(grad_out, table, weight.flip(0).transpose(1, 2))
+        if ctx.needs_input_grad[2]:
+            padded = torch.cat([feats, feats.new_zeros(1, cin)], dim=0)
+            grad_weight = (padded[table].reshape(table.shape[0], k * cin).T @ grad_out).reshape(k, cin, cout)
+        return grad_feats, None, grad_weight
+
+
+def submanifold_conv(feats: torch.Tensor, table: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``gather_gemm`` for a submanifold (symmetric) neighbour table, with the gather-GEMM backward."""
+    return _SubmanifoldConv.apply(feats, table, weight)
+
+
 def _init(weight: torch.Tensor, bias: torch.Tensor | None, fan_in: int) -> None:
     # the default initialisation of torch.nn.Conv3d (kaiming-uniform with a = sqrt(5)), same fan-in
     bound = 1.0 / math.sqrt(fan_in)
@@ -72,8 +104,8 @@ class SubMConv3d(_SparseConvBase):
             return x.replace_feats(backend.torchsparse_subm(x, self.weight, self.bias, self.kernel_size))
         if self.kernel_size == 1:
             return x.replace_feats(self._add_bias(x.feats @ self.weight[0]))
-        return x.replace_feats(self._add_bias(gather_gemm(x.feats, submanifold_table(x, self.kernel_size),
-                                                          self.weight)))
+        return x.replace_feats(self._add_bias(submanifold_conv(x.feats, submanifold_table(x, self.kernel_size),
+                                                               self.weight)))
 
 
 class SparseDownsample(_SparseConvBase):

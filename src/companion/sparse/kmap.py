@@ -32,7 +32,7 @@ def submanifold_table(st: SparseTensor, kernel_size: int = 3) -> torch.Tensor:
         off = offsets(kernel_size, st.coords.device) * st.stride  # (K, 3)
         q = st.coords[:, None, :].repeat(1, off.shape[0], 1)
         q[:, :, 1:] += off[None]
-        idx = lookup(st.sorted_keys(), q.reshape(-1, 4), st.spatial_shape).view(st.n, -1)
+        idx = lookup(st.sorted_keys(), q.reshape(-1, 4), st.spatial_shape).view(st.n, off.shape[0])
         st.cache[key] = torch.where(idx < 0, torch.full_like(idx, st.n), idx)
     return st.cache[key]
 

@@ -1,0 +1,174 @@
+"""Training loops for the sparse VAE and the dense baseline -- plain PyTorch, and the same under torchrun.
+
+One *epoch* is one pass over the training volumes in a seeded order.  Under ``torchrun`` (``torch.distributed``
+initialised) the model is wrapped in ``DistributedDataParallel`` and rank ``r`` of ``w`` takes every ``w``-th
+volume of that order; every rank runs the same number of steps, and DDP averages the gradients, so all ranks hold
+identical weights after every step.  Nothing else changes between one process and many.
+
+Command line (what the DDP test and multi-GPU users run)::
+
+    torchrun --nproc_per_node 2 -m companion.vaesselsparse.train --scale ci --epochs 1 --out /tmp/ddp
+    # GPUs: add --device cuda (each rank uses cuda:LOCAL_RANK); CPU: gloo backend
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..sparse import from_masks
+from .dense import sample_patches
+from .loss import dense_vae_loss, sparse_vae_loss
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) when not distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def wrap_distributed(model: torch.nn.Module) -> torch.nn.Module:
+    """``DistributedDataParallel(model)`` under torchrun, else the model itself."""
+    rank, size = world()
+    if size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    dev = next(model.parameters()).device
+    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+
+def epoch_batches(n_items: int, batch_size: int, epoch: int, seed: int) -> list[list[int]]:
+    """This rank's batches for ``epoch``: a seeded permutation, dealt round-robin to the ranks, cut to the same
+    number of full batches on every rank."""
+    rank, size = world()
+    perm = np.random.default_rng([seed, epoch]).permutation(n_items)
+    per_rank = (n_items // size) // batch_size * batch_size
+    if per_rank == 0:
+        raise ValueError(f"{n_items} training volumes are too few for batch size {batch_size} on {size} rank(s)")
+    mine = perm[rank::size][:per_rank]
+    return [mine[i:i + batch_size].tolist() for i in range(0, per_rank, batch_size)]
+
+
+def _mean(stats: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.mean([s[k] for s in stats])) for k in stats[0]} if stats else {}
+
+
+def sparse_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, volumes: list[np.ndarray], *,
+                 batch_size: int, beta: float, seed: int, device: str = "cpu",
+                 support: str = "union") -> Callable[[int], dict[str, float]]:
+    """``run(epoch) -> mean losses``: one epoch of VAEsselSparse training (Eq. 5-6, teacher-forced pruning)."""
+
+    def run(epoch: int) -> dict[str, float]:
+        model.train()
+        torch.manual_seed(seed * 100_003 + epoch)  # the reparameterisation noise of this epoch
+        stats = []
+        for idx in epoch_batches(len(volumes), batch_size, epoch, seed):
+            x = from_masks([volumes[i] for i in idx], device)
+            loss, info = sparse_vae_loss(model(x, x), x, beta, support)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            stats.append(info)
+        return _mean(stats)
+
+    return run
+
+
+def dense_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, volumes: list[np.ndarray], *,
+                batch_size: int, beta: float, patch: int, seed: int, device: str = "cpu",
+                dice_weight: float = 1.0) -> Callable[[int], dict[str, float]]:
+    """``run(epoch) -> mean losses``: one epoch of dense-VAE training on random ``patch``-cubed patches."""
+
+    def run(epoch: int) -> dict[str, float]:
+        model.train()
+        torch.manual_seed(seed * 100_003 + epoch)
+        rng = np.random.default_rng([seed, epoch, 7])
+        stats = []
+        for idx in epoch_batches(len(volumes), batch_size, epoch, seed):
+            x = sample_patches(volumes, idx, patch, rng).to(device)
+            recon, mu, sigma = model(x)
+            loss, info = dense_vae_loss(recon, mu, sigma, x, beta, dice_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            stats.append(info)
+        return _mean(stats)
+
+    return run
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """sha256 of all parameters and buffers (to compare ranks or runs bit for bit)."""
+    m = model.module if hasattr(model, "module") else model
+    h = hashlib.sha256()
+    for name, t in sorted(m.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..scales import chapter_config
+    from . import chapter as ch
+
+    ap = argparse.ArgumentParser(prog="python -m companion.vaesselsparse.train",
+                                 description="Train the VAEsselSparse model (or the dense baseline); torchrun-ready.")
+    ap.add_argument("--scale", default="ci", choices=["ci", "laptop", "paper"])
+    ap.add_argument("--model", default="sparse", choices=["sparse", "dense"])
+    ap.add_argument("--epochs", type=int, default=None, help="default: the scale preset's")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (each rank uses cuda:LOCAL_RANK)")
+    ap.add_argument("--out", required=True, help="folder for the weights (rank 0) and one JSON per rank")
+    args = ap.parse_args(argv)
+    if args.epochs is not None and args.epochs < 1:
+        ap.error("--epochs must be >= 1")
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device = args.device
+    if distributed:
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        if device == "cuda":
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(device)
+    try:
+        cfg = chapter_config("vaesselsparse", args.scale)
+        torch.manual_seed(args.seed)  # identical initial weights on every rank (DDP also broadcasts them)
+        data = ch.make_dataset(cfg, args.seed)
+        train_vols = [t.volume for t in data["train"]]
+        if args.model == "sparse":
+            model = ch.build_sparse(cfg).to(device)
+        else:
+            model = ch.build_dense(cfg).to(device)
+        ddp = wrap_distributed(model)
+        opt = torch.optim.AdamW(ddp.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        if args.model == "sparse":
+            run = sparse_epoch(ddp, opt, train_vols, batch_size=cfg["batch_size"], beta=cfg["beta"],
+                               seed=args.seed, device=device)
+        else:
+            run = dense_epoch(ddp, opt, train_vols, batch_size=cfg["batch_size"], beta=cfg["beta"],
+                              patch=cfg["dense_patch"], seed=args.seed, device=device)
+        history = [run(e) for e in range(args.epochs or cfg["epochs"])]
+        rank, size = world()
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        if rank == 0:
+            torch.save(model.state_dict(), out / f"{args.model}.pt")
+        (out / f"rank{rank}.json").write_text(json.dumps(
+            {"rank": rank, "world_size": size, "digest": state_digest(model), "history": history}, indent=1))
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

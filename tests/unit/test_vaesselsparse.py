@@ -1,0 +1,179 @@
+"""The VAEsselSparse model, its loss, the dense baseline, training (incl. torchrun/DDP) and the claim logic."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from companion.data.vessels import generate_dataset
+from companion.scales import chapter_config
+from companion.sparse import SparseTensor, from_masks
+from companion.vaesselsparse import chapter as vs
+from companion.vaesselsparse.cost import benchmark_volume, measure_step
+from companion.vaesselsparse.loss import MISSED_LOGIT, kl_divergence, sparse_vae_loss, union_bce
+from companion.vaesselsparse.model import coarsen, count_parameters
+from companion.vaesselsparse.train import sparse_epoch, state_digest
+
+CI = chapter_config("vaesselsparse", "ci")
+
+
+@pytest.fixture(scope="module")
+def volumes():
+    return [t.volume for t in generate_dataset(6, grid=32, seed=3)]
+
+
+def test_encoder_keeps_sparsity_and_compresses_8x(volumes):
+    torch.manual_seed(0)
+    model = vs.build_sparse(CI)
+    x = from_masks(volumes[:2])
+    mu, logvar = model.encode(x)
+    assert mu.stride == 8 and mu.channels == CI["latent_channels"] and logvar.n == mu.n
+    # the latent lives exactly on the 8x8x8 cells that contain vessel voxels
+    expected = coarsen(x.coords, 8, x.spatial_shape)
+    assert torch.equal(torch.sort(mu.keys())[0], torch.sort(SparseTensor(expected, torch.zeros(len(expected), 1), 8,
+                                                                         x.spatial_shape, 2).keys())[0])
+    assert mu.n < 32 ** 3 // 512 * 2  # fewer tokens than the dense latent grid of the batch
+
+
+def test_teacher_forcing_evaluates_every_ground_truth_voxel(volumes):
+    torch.manual_seed(0)
+    model = vs.build_sparse(CI)
+    x = from_masks(volumes[:2])
+    out = model(x, x)
+    _, info = sparse_vae_loss(out, x, 1e-3)
+    assert info["missed"] == 0 and info["evaluated"] >= x.n
+    rec = model.reconstruct(x)  # no teacher forcing: an untrained decoder keeps few voxels
+    assert rec.stride == 1 and rec.n < info["evaluated"]
+
+
+def test_union_bce_by_hand():
+    shape = (4, 4, 4)
+    gt = SparseTensor(torch.tensor([[0, 0, 0, 0], [0, 1, 1, 1], [0, 3, 3, 3]]), torch.ones(3, 1), 1, shape)
+    # decoder evaluated (0,0,0) [gt], (0,1,1,1) [gt], (0,2,2,2) [not gt]; missed (0,3,3,3)
+    logits = SparseTensor(torch.tensor([[0, 0, 0, 0], [0, 1, 1, 1], [0, 2, 2, 2]]),
+                          torch.tensor([[2.0], [-1.0], [0.5]]), 1, shape)
+    loss, info = union_bce(logits, gt)
+    x = torch.tensor([2.0, -1.0, 0.5, MISSED_LOGIT])
+    y = torch.tensor([1.0, 1.0, 0.0, 1.0])
+    torch.testing.assert_close(loss, torch.nn.functional.binary_cross_entropy_with_logits(x, y))
+    assert info == {"evaluated": 3, "missed": 1}
+    broken, _ = union_bce(logits, gt, support="gt")  # only positives: the empty voxel is never penalised
+    x = torch.tensor([2.0, -1.0, MISSED_LOGIT])
+    torch.testing.assert_close(broken, torch.nn.functional.binary_cross_entropy_with_logits(x, torch.ones(3)))
+    with pytest.raises(ValueError, match="support"):
+        union_bce(logits, gt, support="grid")
+
+
+def test_kl_divergence():
+    z = torch.zeros(5, 3)
+    assert float(kl_divergence(z, z)) == 0.0
+    mu, logvar = torch.ones(2, 3), torch.zeros(2, 3)
+    assert math.isclose(float(kl_divergence(mu, logvar)), 1.5)  # 0.5 * sum(mu^2) over 3 channels
+
+
+def test_dense_baseline_compresses_8x_and_matches_parameters():
+    for scale in ("ci", "laptop"):
+        cfg = chapter_config("vaesselsparse", scale)
+        ns, nd = count_parameters(vs.build_sparse(cfg)), count_parameters(vs.build_dense(cfg))
+        assert abs(nd - ns) / ns < 0.15, (scale, ns, nd)
+    dense = vs.build_dense(CI)
+    z = dense.encode(torch.zeros(1, 1, 32, 32, 32))[0]
+    assert tuple(z.shape) == (1, CI["latent_channels"], 4, 4, 4)
+
+
+def test_training_lowers_the_loss_and_is_deterministic(volumes):
+    def train(epochs):
+        torch.manual_seed(0)
+        model = vs.build_sparse(CI)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        run = sparse_epoch(model, opt, volumes, batch_size=2, beta=1e-3, seed=0)
+        return model, [run(e)["bce"] for e in range(epochs)]
+
+    m1, h1 = train(4)
+    m2, h2 = train(4)
+    assert h1[-1] < h1[0]
+    assert h1 == h2 and state_digest(m1) == state_digest(m2)
+
+
+def test_torchrun_ddp_two_ranks_agree(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COMPANION_CHECKPOINTS": str(tmp_path / "ck")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "companion.vaesselsparse.train", "--scale", "ci", "--epochs", "1", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert ranks[0]["digest"] == ranks[1]["digest"]  # identical weights on both ranks after training
+    # each rank saw its own half of the data, so their losses differ
+    assert ranks[0]["history"][0]["bce"] != ranks[1]["history"][0]["bce"]
+    assert (tmp_path / "sparse.pt").exists()
+    torch.manual_seed(0)
+    fresh = vs.build_sparse(CI)
+    assert state_digest(fresh) != ranks[0]["digest"]  # and they did train
+
+
+def test_cost_measurement_in_process():
+    vol = benchmark_volume(32, 0.02, seed=0)
+    assert vol.mean() >= 0.02
+    for kind in ("sparse", "dense"):
+        r = measure_step(kind, 32, 0.02, CI, steps=1)
+        assert r["step_s"] > 0 and r["peak_mb"] >= 0 and r["active_voxels"] == int(vol.sum())
+    with pytest.raises(ValueError, match="occupancy"):
+        benchmark_volume(32, 0.5)
+
+
+class _Results:
+    def __init__(self):
+        self.records = {}
+
+    def record(self, cid, reproduced, holds, reason=None):
+        self.records[cid] = (holds, reproduced, reason)
+
+    def scoreboard(self):
+        return self.records
+
+
+class _Run:
+    scale, cfg = "laptop", {"grid": 64, "epochs": 3, "bench_grids": [64, 128, 256], "bench_dense_max": 128}
+
+    def __init__(self):
+        self.results = _Results()
+
+
+def _table1(sparse_dice, dense_dice):
+    cols = {}
+    for c, s, d in (("Dice", sparse_dice, dense_dice), ("clDice", 80, 70), ("β0 error", 1, 5), ("β1 error", 2, 2),
+                    ("# Params (M)", 1.0, 1.05)):
+        cols[f"{c} (reproduced)"] = {"VAEsselSparse": s, "Dense VAE": d}
+    return pd.DataFrame(cols)
+
+
+def _cost(speedup128, mem128, sparse_times=(0.1, 0.8, 5.0)):
+    return pd.DataFrame({"active voxels": [5e3, 4e4, 3e5], "sparse step (s)": list(sparse_times),
+                         "dense step (s)": [0.5, 0.5 * speedup128 * 10, np.nan],
+                         "speed-up": [5.0, speedup128, np.nan], "memory ratio": [3.0, mem128, np.nan]},
+                        index=pd.Index([64, 128, 256], name="grid"))
+
+
+def test_claim_logic_can_fail():
+    comp = pd.DataFrame({"latent values stored (mean)": {"VAEsselSparse": 100.0, "Dense VAE": 4096.0}})
+    run = _Run()
+    vs.record_claims(run, _table1(80, 70), _cost(6.0, 12.0), comp, n_test=3)
+    rec = run.results.records
+    assert rec["sparse-beats-dense-dice"][0] is True
+    assert rec["sparse-lower-betti1-error"][0] is False and "not lower" in rec["sparse-lower-betti1-error"][2]
+    assert rec["cost-at-128"][0] is True and rec["similar-parameter-counts"][0] is True
+    assert rec["sparse-cost-follows-active-voxels"][0] is True  # time x50 for x60 the active voxels
+    run = _Run()
+    vs.record_claims(run, _table1(60, 70), _cost(3.0, 12.0, sparse_times=(0.1, 0.8, 20.0)), comp, n_test=3)
+    rec = run.results.records
+    assert rec["sparse-beats-dense-dice"][0] is False
+    assert rec["cost-at-128"][0] is False and "3.0x faster" in rec["cost-at-128"][2]
+    # time x200 for x60 the active voxels: super-linear -> does not hold
+    assert rec["sparse-cost-follows-active-voxels"][0] is False
