@@ -141,6 +141,10 @@ def test_group_norm_matches_per_sample_group_norm(kind, threads):
         torch.testing.assert_close(y[sel], ref, **TOL)
     y.sum().backward()  # differentiable
     assert torch.isfinite(x.feats.grad).all()
+    # voxels in any order (the index_add path) give the same result
+    perm = torch.randperm(x.n, generator=torch.Generator().manual_seed(0))
+    xp = SparseTensor(x.coords[perm], x.feats.detach()[perm], x.stride, x.spatial_shape, x.batch_size)
+    torch.testing.assert_close(gn(xp).feats, y.detach()[perm], **TOL)
 
 
 def _naive_window_attention(att, x):
@@ -250,3 +254,21 @@ def test_empty_tensors_pass_through_every_layer():
     assert SparseGroupNorm(2, 4)(x).n == 0
     assert SparseWindowAttention(4, 2, 2)(x).n == 0
     assert not masks_of(SparseUpsample(4, 4)(x))[0].any()
+
+
+def test_chunked_gather_gemm_equals_one_shot(monkeypatch):
+    from companion.sparse import conv
+
+    x = _tensor("clustered", channels=5)
+    layer = SubMConv3d(5, 3)
+    ref = layer(x).feats
+    g = torch.randn_like(ref)
+    (ref * g).sum().backward()
+    ref_gx, ref_gw = x.feats.grad.clone(), layer.weight.grad.clone()
+    x.feats.grad, layer.weight.grad = None, None
+    monkeypatch.setattr(conv, "CHUNK_ELEMENTS", 27 * 5 * 7)  # chunks of 7 rows
+    y = layer(x).feats
+    (y * g).sum().backward()
+    torch.testing.assert_close(y, ref, **TOL)
+    torch.testing.assert_close(x.feats.grad, ref_gx, **TOL)
+    torch.testing.assert_close(layer.weight.grad, ref_gw, **TOL)

@@ -28,11 +28,41 @@ from .kmap import children, downsample_map, submanifold_table
 from .tensor import SparseTensor
 
 
+#: the gathered ``rows x (K * C_in)`` matrix is built and multiplied in chunks of about this many elements (16 MB
+#: of float32), so a layer's temporary memory stays bounded however many voxels are active
+CHUNK_ELEMENTS = 1 << 22
+
+
+def _chunks(n: int, width: int):
+    rows = max(1, CHUNK_ELEMENTS // max(1, width))
+    return [(s, min(n, s + rows)) for s in range(0, n, rows)]
+
+
 def gather_gemm(feats: torch.Tensor, table: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``y_i = sum_k feats[table[i, k]] @ weight[k]`` with ``table`` entries equal to ``len(feats)`` meaning zero."""
+    """``y_i = sum_k feats[table[i, k]] @ weight[k]`` with ``table`` entries equal to ``len(feats)`` meaning zero.
+
+    Differentiable by autograd when called with gradients enabled (one gather, one GEMM); without gradients (inside
+    a custom backward, or under ``torch.no_grad``) it works in bounded-memory chunks."""
     k, cin, cout = weight.shape
     padded = torch.cat([feats, feats.new_zeros(1, cin)], dim=0)
-    return padded[table].reshape(table.shape[0], k * cin) @ weight.reshape(k * cin, cout)
+    w = weight.reshape(k * cin, cout)
+    n = table.shape[0]
+    if torch.is_grad_enabled() and (feats.requires_grad or weight.requires_grad):
+        return padded[table].reshape(n, k * cin) @ w
+    out = feats.new_empty(n, cout)
+    for s, e in _chunks(n, k * cin):
+        torch.mm(padded[table[s:e]].reshape(e - s, k * cin), w, out=out[s:e])
+    return out
+
+
+def gathered_t_gemm(feats: torch.Tensor, table: torch.Tensor, grad_out: torch.Tensor, k: int) -> torch.Tensor:
+    """``sum_i gather(feats, table)[i]^T grad_out[i]`` -- the weight gradient of :func:`gather_gemm`, in chunks."""
+    cin = feats.shape[1]
+    padded = torch.cat([feats, feats.new_zeros(1, cin)], dim=0)
+    gw = feats.new_zeros(k * cin, grad_out.shape[1])
+    for s, e in _chunks(table.shape[0], k * cin):
+        gw.addmm_(padded[table[s:e]].reshape(e - s, k * cin).T, grad_out[s:e])
+    return gw.reshape(k, cin, grad_out.shape[1])
 
 
 class _SubmanifoldConv(torch.autograd.Function):
@@ -57,8 +87,7 @@ class _SubmanifoldConv(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_feats = gather_gemm(grad_out, table, weight.flip(0).transpose(1, 2))
         if ctx.needs_input_grad[2]:
-            padded = torch.cat([feats, feats.new_zeros(1, cin)], dim=0)
-            grad_weight = (padded[table].reshape(table.shape[0], k * cin).T @ grad_out).reshape(k, cin, cout)
+            grad_weight = gathered_t_gemm(feats, table, grad_out, k)
         return grad_feats, None, grad_weight
 
 

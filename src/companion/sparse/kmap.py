@@ -30,10 +30,12 @@ def submanifold_table(st: SparseTensor, kernel_size: int = 3) -> torch.Tensor:
     key = ("subm", kernel_size)
     if key not in st.cache:
         off = offsets(kernel_size, st.coords.device) * st.stride  # (K, 3)
-        q = st.coords[:, None, :].repeat(1, off.shape[0], 1)
-        q[:, :, 1:] += off[None]
-        idx = lookup(st.sorted_keys(), q.reshape(-1, 4), st.spatial_shape).view(st.n, off.shape[0])
-        st.cache[key] = torch.where(idx < 0, torch.full_like(idx, st.n), idx)
+        table = torch.empty(st.n, off.shape[0], dtype=torch.long, device=st.coords.device)
+        q = st.coords.clone()
+        for k in range(off.shape[0]):  # one offset at a time: temporaries of N rows, not 27 N
+            q[:, 1:] = st.coords[:, 1:] + off[k]
+            table[:, k] = lookup(st.sorted_keys(), q, st.spatial_shape)
+        st.cache[key] = table.masked_fill_(table < 0, st.n)
     return st.cache[key]
 
 

@@ -7,6 +7,7 @@ the statistics ``torch.nn.GroupNorm`` would compute on a ``(1, C, N_b)`` tensor 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .tensor import SparseTensor
@@ -24,18 +25,31 @@ class SparseGroupNorm(nn.Module):
     def forward(self, x: SparseTensor) -> SparseTensor:
         f, b = x.feats, x.batch_index()
         n, c = f.shape
+        if n and bool((b[1:] >= b[:-1]).all()):
+            # voxels grouped by sample (what from_masks and every layer produce): PyTorch's fused group norm on
+            # each sample's (1, C, N_b) block, which keeps only the input and two statistics for the backward
+            counts = torch.bincount(b, minlength=x.batch_size).tolist()
+            parts = [F.group_norm(p.T[None], self.num_groups, self.weight, self.bias, self.eps)[0].T
+                     for p in torch.split(f, counts) if p.shape[0]]
+            return x.replace_feats(torch.cat(parts))
+        return x.replace_feats(self._by_index(f, b))
+
+    def _by_index(self, f: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Any voxel order: per-sample statistics by index_add."""
+        n, c = f.shape
         g = self.num_groups
         fg = f.reshape(n, g, c // g)
-        count = torch.zeros(x.batch_size, dtype=f.dtype, device=f.device).index_add_(
+        batch = int(b.max()) + 1 if n else 1
+        count = torch.zeros(batch, dtype=f.dtype, device=f.device).index_add_(
             0, b, torch.ones(n, dtype=f.dtype, device=f.device)).clamp_(min=1) * (c // g)
-        mean = torch.zeros(x.batch_size, g, dtype=f.dtype, device=f.device).index_add_(0, b, fg.sum(-1)) / count[:, None]
+        mean = torch.zeros(batch, g, dtype=f.dtype, device=f.device).index_add_(0, b, fg.sum(-1)) / count[:, None]
         centred = fg - mean[b][:, :, None]
-        var = torch.zeros(x.batch_size, g, dtype=f.dtype, device=f.device).index_add_(
+        var = torch.zeros(batch, g, dtype=f.dtype, device=f.device).index_add_(
             0, b, (centred ** 2).sum(-1)) / count[:, None]
         y = (centred / torch.sqrt(var[b][:, :, None] + self.eps)).reshape(n, c)
         if self.weight is not None:
             y = y * self.weight + self.bias
-        return x.replace_feats(y)
+        return y
 
     def extra_repr(self) -> str:
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}"

@@ -169,7 +169,12 @@ def from_masks(masks: Sequence[np.ndarray | torch.Tensor], device: str | torch.d
     for b, m in enumerate(masks):
         if tuple(np.shape(m)) != shape:
             raise ValueError(f"all masks must share one shape; mask 0 is {shape}, mask {b} is {tuple(np.shape(m))}")
-        idx = np.argwhere(np.asarray(m) > 0) if not torch.is_tensor(m) else torch.nonzero(m > 0).cpu().numpy()
+        if hasattr(m, "coords"):  # a coordinates-only volume (companion.data.derived.LazyMask)
+            idx = np.asarray(m.coords)
+        elif torch.is_tensor(m):
+            idx = torch.nonzero(m > 0).cpu().numpy()
+        else:
+            idx = np.argwhere(np.asarray(m) > 0)
         parts.append(np.concatenate([np.full((len(idx), 1), b), idx], axis=1))
     coords = torch.as_tensor(np.concatenate(parts), dtype=torch.long, device=device)
     feats = torch.ones(coords.shape[0], 1, device=device)
