@@ -47,10 +47,12 @@ def seed_everything(seed: int) -> None:
 
 
 def data_choices(chapter: str) -> dict[str, str]:
-    """Valid values of a chapter's `data` parameter: its offline stand-ins and the manifest datasets it uses."""
+    """Valid values of a chapter's `data` parameter: its offline stand-ins, data derived from several manifest
+    datasets (e.g. the VAEsselSparse consolidated set) and the manifest datasets it uses."""
     if chapter not in CHAPTER_DATA:
         raise ValueError(f"unknown chapter {chapter!r}; chapters: {', '.join(CHAPTER_DATA)}")
     out = dict(CHAPTER_DATA[chapter]["standins"])
+    out.update(CHAPTER_DATA[chapter].get("derived", {}))
     if CHAPTER_DATA[chapter].get("manifests", True):
         for m in load_manifests().values():
             if chapter in m.chapters:
@@ -69,6 +71,14 @@ def resolve_data(chapter: str, scale: str, data: str) -> tuple[str, str]:
     standins = CHAPTER_DATA[chapter]["standins"]
     if data in standins:
         return data, standins[data]
+    derived = CHAPTER_DATA[chapter].get("derived", {})
+    if data in derived:
+        from .data.derived import derived_problems
+
+        problems = derived_problems(data)
+        if problems:
+            raise DataAccessError(f"data {data!r} is not ready on this machine:\n" + "\n".join(problems))
+        return data, f"{derived[data]} (real data)"
     problems = verify(data)
     if problems:
         raise DataAccessError(f"dataset {data!r} is not ready on this machine:\n" + "\n".join(problems))

@@ -177,3 +177,38 @@ def test_claim_logic_can_fail():
     assert rec["cost-at-128"][0] is False and "3.0x faster" in rec["cost-at-128"][2]
     # time x200 for x60 the active voxels: super-linear -> does not hold
     assert rec["sparse-cost-follows-active-voxels"][0] is False
+
+
+def _write_consolidated(root, shape=32):
+    """A tiny folder in the layout `companion data consolidate` writes (see test_consolidate for the recipe)."""
+    rows = []
+    rng = np.random.default_rng(0)
+    for i, split in enumerate(["train"] * 4 + ["val", "test"]):
+        coords = np.unique(rng.integers(0, shape, (60, 3)), axis=0).astype(np.uint16)
+        f = f"{split}/atm22__case{i}.npz"
+        (root / split).mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(root / f, coords=coords, shape=np.array([shape] * 3), spacing_mm=np.array([0.5] * 3))
+        rows.append({"dataset": "atm22", "kind": "airway", "case": f"case{i}", "split": split,
+                     "original_shape": "8x8x8", "original_spacing": "1x1x1", "occupancy": len(coords) / shape ** 3,
+                     "active_voxels": len(coords), "lost_voxels": 0, "file": f})
+    pd.DataFrame(rows).to_csv(root / "index.csv", index=False)
+
+
+def test_consolidated_data_path(tmp_path, monkeypatch):
+    from companion.chapter import start
+    from companion.data.download import DataAccessError
+
+    monkeypatch.setenv("COMPANION_DATA", str(tmp_path))
+    with pytest.raises(DataAccessError, match="companion data consolidate"):
+        start("vaesselsparse", scale="paper", output_dir=str(tmp_path / "res"))  # paper default: consolidated
+    _write_consolidated(tmp_path / "consolidated")
+    run = start("vaesselsparse", scale="ci", data="consolidated", output_dir=str(tmp_path / "res"))
+    data = vs.load_data(run)
+    assert [len(data[s]) for s in ("train", "val", "test")] == [4, 1, 1]
+    case = data["train"][0]
+    x = from_masks([case.volume])  # straight from the stored coordinates
+    assert x.n == case.volume.sum() and np.asarray(case.volume).sum() == x.n
+    out = vs.build_sparse(run.cfg)(x, x)
+    assert out["logits"].n >= x.n
+    with pytest.raises(ValueError, match="consolidate --shape 64"):
+        vs.make_dataset({**run.cfg, "grid": 64}, 0, "consolidated")

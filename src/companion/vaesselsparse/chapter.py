@@ -15,6 +15,7 @@ from .. import metrics
 from ..chapter import ChapterRun
 from ..checkpoints import CheckpointStore, TrainState, train_or_load
 from ..data.consolidate import split_cases
+from ..data.derived import load_consolidated_cases
 from ..data.vessels import KINDS, VesselTree, generate_dataset
 from ..sparse import from_masks, masks_of
 from .dense import DenseVAEConfig, build_dense_vae, matched_dense_channels
@@ -51,9 +52,21 @@ def build_dense(cfg: dict[str, Any]) -> torch.nn.Module:
 
 
 # ----------------------------------------------------------------------------------------------- data
-def make_dataset(cfg: dict[str, Any], seed: int) -> dict[str, list[VesselTree]]:
-    """Offline stand-in: ``n_volumes`` organ-level trees of the three presets (round-robin), split 80/10/10
-    stratified by kind with the consolidation recipe's :func:`~companion.data.consolidate.split_cases`."""
+def make_dataset(cfg: dict[str, Any], seed: int, data: str = "synthetic") -> dict[str, list[Any]]:
+    """``synthetic`` (offline stand-in): ``n_volumes`` organ-level trees of the three presets (round-robin), split
+    80/10/10 stratified by kind with the consolidation recipe's :func:`~companion.data.consolidate.split_cases`.
+    ``consolidated``: the paper's set as written by ``companion data consolidate`` (its own split), coordinates
+    only; its cube must match the preset's ``grid``."""
+    if data == "consolidated":
+        cases = load_consolidated_cases(data)
+        shapes = {c.volume.shape for split in cases.values() for c in split}
+        if shapes != {(cfg["grid"],) * 3}:
+            raise ValueError(f"the consolidated cubes have shape(s) {sorted(shapes)} but grid={cfg['grid']}; "
+                             f"re-run `companion data consolidate --shape {cfg['grid']}` or set overrides={{'grid': "
+                             f"...}}")
+        return cases
+    if data != "synthetic":
+        raise ValueError(f"unknown data {data!r} for vaesselsparse; use 'synthetic' or 'consolidated'")
     trees = generate_dataset(cfg["n_volumes"], grid=cfg["grid"], seed=seed, kinds=KINDS)
     splits = split_cases([(t.kind, f"{t.kind}-{i:04d}") for i, t in enumerate(trees)], seed=seed)
     out: dict[str, list[VesselTree]] = {"train": [], "val": [], "test": []}
@@ -62,15 +75,20 @@ def make_dataset(cfg: dict[str, Any], seed: int) -> dict[str, list[VesselTree]]:
     return out
 
 
-def load_data(run: ChapterRun) -> dict[str, list[VesselTree]]:
-    data = make_dataset(run.cfg, run.seed)
+def load_data(run: ChapterRun) -> dict[str, list[Any]]:
+    data = make_dataset(run.cfg, run.seed, run.data)
     h = hashlib.sha256()
     for s in ("train", "val", "test"):
         for t in data[s]:
-            h.update(np.packbits(t.volume).tobytes())
-    run.results.add_source("synthetic vessel trees", "generated", f"sha256:{h.hexdigest()}",
-                           generator="companion.data.vessels", grid=run.cfg["grid"], n=run.cfg["n_volumes"],
-                           seed=run.seed)
+            v = t.volume
+            h.update(v.coords.tobytes() if hasattr(v, "coords") else np.packbits(v).tobytes())
+    if run.data == "consolidated":
+        run.results.add_source("VAEsselSparse consolidated set", "derived", f"sha256:{h.hexdigest()}",
+                               recipe="companion.data.consolidate", n=sum(len(v) for v in data.values()))
+    else:
+        run.results.add_source("synthetic vessel trees", "generated", f"sha256:{h.hexdigest()}",
+                               generator="companion.data.vessels", grid=run.cfg["grid"], n=run.cfg["n_volumes"],
+                               seed=run.seed)
     return data
 
 
@@ -82,8 +100,10 @@ def split_table(run: ChapterRun, data: dict[str, list[VesselTree]]):
             rows.append({"split": s, "kind": k, "volumes": len(sel),
                          "mean occupancy (%)": 100 * float(np.mean([t.occupancy for t in sel])) if sel else np.nan})
     df = pd.DataFrame(rows).set_index(["split", "kind"])
-    return run.results.table("table-data", df, f"Train/val/test split (80/10/10, stratified by kind) of "
-                                               f"{run.cfg['n_volumes']} stand-in trees at {run.cfg['grid']}³")
+    n = sum(len(v) for v in data.values())
+    what = "stand-in trees" if run.data == "synthetic" else "volumes"
+    return run.results.table("table-data", df, f"Train/val/test split (80/10/10, stratified) of {n} {what} at "
+                                               f"{run.cfg['grid']}³")
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -98,8 +118,8 @@ def train_sparse(run: ChapterRun, data: dict[str, list[VesselTree]], support: st
     model = build_sparse(cfg).to(run.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     epochs = cfg["epochs"] if epochs is None else epochs
-    key = {"model": sparse_config(cfg).as_dict(), "data": _data_key(cfg, run.seed), "lr": cfg["lr"],
-           "beta": cfg["beta"], "batch": cfg["batch_size"], "epochs": epochs, "support": support,
+    key = {"model": sparse_config(cfg).as_dict(), "data": _data_key(cfg, run, len(data["train"])),
+           "lr": cfg["lr"], "beta": cfg["beta"], "batch": cfg["batch_size"], "epochs": epochs, "support": support,
            "wd": cfg["weight_decay"], "seed": run.seed}
     fn = sparse_epoch(model, opt, [t.volume for t in data["train"]], batch_size=cfg["batch_size"],
                       beta=cfg["beta"], seed=run.seed, device=run.device, support=support)
@@ -112,16 +132,16 @@ def train_dense(run: ChapterRun, data: dict[str, list[VesselTree]]) -> TrainStat
     dcfg = dense_config(cfg)
     model = build_dense_vae(dcfg).to(run.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    key = {"model": dcfg.as_dict(), "data": _data_key(cfg, run.seed), "lr": cfg["lr"], "beta": cfg["beta"],
-           "batch": cfg["batch_size"], "epochs": cfg["dense_epochs"], "patch": cfg["dense_patch"],
+    key = {"model": dcfg.as_dict(), "data": _data_key(cfg, run, len(data["train"])), "lr": cfg["lr"],
+           "beta": cfg["beta"], "batch": cfg["batch_size"], "epochs": cfg["dense_epochs"], "patch": cfg["dense_patch"],
            "wd": cfg["weight_decay"], "seed": run.seed}
     fn = dense_epoch(model, opt, [t.volume for t in data["train"]], batch_size=cfg["batch_size"], beta=cfg["beta"],
                      patch=cfg["dense_patch"], seed=run.seed, device=run.device)
     return train_or_load(_store(run), "dense", key, model, opt, fn, cfg["dense_epochs"])
 
 
-def _data_key(cfg: dict[str, Any], seed: int) -> dict[str, Any]:
-    return {"grid": cfg["grid"], "n": cfg["n_volumes"], "seed": seed}
+def _data_key(cfg: dict[str, Any], run: ChapterRun, n_train: int) -> dict[str, Any]:
+    return {"source": run.data, "grid": cfg["grid"], "n": cfg["n_volumes"], "seed": run.seed, "n_train": n_train}
 
 
 def figure_training(run: ChapterRun, sparse: TrainState, dense: TrainState):
@@ -148,14 +168,14 @@ def figure_training(run: ChapterRun, sparse: TrainState, dense: TrainState):
 def reconstruct(run: ChapterRun, sparse: torch.nn.Module, dense: torch.nn.Module,
                 trees: list[VesselTree]) -> dict[str, list[np.ndarray]]:
     """Binary reconstructions of ``trees`` by both models (posterior mean, threshold 0.5)."""
-    out: dict[str, list[np.ndarray]] = {"Reference": [t.volume for t in trees], "Dense VAE": [],
+    out: dict[str, list[np.ndarray]] = {"Reference": [np.asarray(t.volume) for t in trees], "Dense VAE": [],
                                         "VAEsselSparse": []}
     dense.eval()
     with torch.no_grad():
         for t in trees:
             x = from_masks([t.volume], run.device)
             out["VAEsselSparse"].append(masks_of(sparse.reconstruct(x))[0])
-            v = torch.as_tensor(t.volume, dtype=torch.float32, device=run.device)[None, None]
+            v = torch.as_tensor(np.asarray(t.volume), dtype=torch.float32, device=run.device)[None, None]
             mu = dense.encode(v)[0]
             out["Dense VAE"].append((dense.decode(mu)[0, 0] > 0).cpu().numpy())
     return out
@@ -293,6 +313,7 @@ def cost_benchmark(run: ChapterRun) -> pd.DataFrame:
 
 def cost_table(run: ChapterRun, cost: pd.DataFrame):
     piv = cost.pivot(index="grid", columns="model", values=["step_s", "peak_mb"])
+    piv.columns = pd.MultiIndex.from_tuples(list(piv.columns))
     df = pd.DataFrame(index=piv.index)
     df["active voxels"] = cost.groupby("grid")["active_voxels"].first()
     df["occupancy (%)"] = 100 * cost.groupby("grid")["occupancy"].first()
@@ -302,14 +323,18 @@ def cost_table(run: ChapterRun, cost: pd.DataFrame):
     df["sparse peak (MB)"] = piv[("peak_mb", "sparse")]
     df["dense peak (MB)"] = piv[("peak_mb", "dense")] if ("peak_mb", "dense") in piv else np.nan
     df["memory ratio"] = df["dense peak (MB)"] / df["sparse peak (MB)"]
+    rss = cost.pivot(index="grid", columns="model", values="rss_peak_mb")
+    df["sparse RSS peak (MB)"] = rss["sparse"]
+    df["dense RSS peak (MB)"] = rss["dense"] if "dense" in rss else np.nan
     df.index.name = "grid"
     dense_max = run.cfg["bench_dense_max"]
     return df, run.results.table(
         "table-cost", df, f"Cost of one training step (batch 1, forward + backward + AdamW; median of "
                           f"{run.cfg['bench_steps']} after a warm-up) at ~{100 * run.cfg['bench_occupancy']:.0f} % "
-                          f"occupancy on {run.device} with {torch.get_num_threads()} threads; peak memory above the "
-                          f"pre-step level, fresh process per cell; dense measured up to {dense_max}³ (beyond, it "
-                          f"does not fit or takes too long at this scale)",
+                          f"occupancy on {run.device} with {torch.get_num_threads()} threads, a fresh process per "
+                          f"cell; peak = peak tensor memory of a step (PyTorch MemTracker on the CPU, "
+                          f"max_memory_allocated on CUDA), RSS peak = resident memory above the pre-step level; "
+                          f"dense measured up to {dense_max}³ (beyond, it does not fit or takes too long here)",
         data="overlaid synthetic trees (companion.vaesselsparse.cost.benchmark_volume)")
 
 

@@ -3,7 +3,8 @@
 Each measurement runs in a fresh Python process (``python -m companion.vaesselsparse.cost``) so that its peak
 memory is its own: the process builds the model, the optimizer and one input volume, notes its resident memory,
 runs one warm-up step and ``steps`` timed steps (forward, loss, backward, optimizer step), and reports the median
-step time and the peak resident memory *above* the pre-step level (CUDA: peak allocated device memory).
+step time, the peak tensor memory of a step (CUDA: ``max_memory_allocated``; CPU: PyTorch's ``MemTracker`` on one
+extra step) and, on the CPU, the peak resident memory above the pre-step level.
 
 The input is a vessel map at a chosen occupancy: trees of the three presets (airway, cerebral, pulmonary; seeded)
 are overlaid until the target fraction of voxels is vessel -- an organ-level map with several trees, like the
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -71,10 +73,35 @@ class _PeakRSS:
         self.peak = max(self.peak, self.proc.memory_info().rss / 2 ** 20)
 
 
+def _tensor_peak_mb(model, opt, step) -> float:
+    """Peak memory of the tensors alive during one more training step (parameters, gradients, optimizer state,
+    activations, temporaries), tracked op by op by PyTorch's ``MemTracker`` -- on the CPU, the counterpart of
+    ``torch.cuda.max_memory_allocated``, free of the C allocator's retention that inflates the resident set size."""
+    import torch
+
+    try:
+        from torch.distributed._tools.mem_tracker import MemTracker
+    except ImportError:  # a private tool of PyTorch; absent from some builds
+        return float("nan")
+    mt = MemTracker()
+    mt.track_external(model, opt)
+    with warnings.catch_warnings():  # its module hooks warn about modules without backward hooks; harmless here
+        warnings.simplefilter("ignore", UserWarning)
+        with mt:
+            loss = step()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return float(mt.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"]) / 2 ** 20
+
+
 def measure_step(model_kind: str, grid: int, occupancy: float, cfg: dict[str, Any], steps: int = 2,
                  device: str = "cpu", seed: int = 0) -> dict[str, Any]:
-    """Run in *this* process; prefer :func:`measure` (fresh process).  CPU memory: the highest resident set size
-    during the steps minus the resident set size before them (polled every 2 ms)."""
+    """Run in *this* process; prefer :func:`measure` (fresh process).
+
+    ``peak_mb``: peak tensor memory of a training step (CUDA: ``max_memory_allocated``; CPU: PyTorch's
+    ``MemTracker``).  ``rss_peak_mb`` (CPU): the highest resident set size during the timed steps minus the one before
+    them (polled every 2 ms) -- what the operating system sees, allocator retention included."""
     import torch
 
     from . import chapter as ch
@@ -120,9 +147,14 @@ def measure_step(model_kind: str, grid: int, occupancy: float, cfg: dict[str, An
                 torch.cuda.synchronize()
             if i:  # the first step warms up (allocator, kernel maps)
                 times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else rss.peak
+    if cuda:
+        tensor_peak = torch.cuda.max_memory_allocated() / 2 ** 20
+        rss_peak = float("nan")
+    else:
+        tensor_peak = _tensor_peak_mb(model, opt, step)
+        rss_peak = max(0.0, rss.peak - base)
     return {"model": model_kind, "grid": grid, "active_voxels": int(vol.sum()), "occupancy": float(vol.mean()),
-            "step_s": float(np.median(times)), "peak_mb": max(0.0, peak - base), "steps": steps,
+            "step_s": float(np.median(times)), "peak_mb": tensor_peak, "rss_peak_mb": rss_peak, "steps": steps,
             "params": sum(p.numel() for p in model.parameters()), "device": device,
             "threads": torch.get_num_threads()}
 

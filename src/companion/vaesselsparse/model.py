@@ -42,7 +42,7 @@ class SparseVAEConfig:
     model_channels: int = 128
     #: latent features per bottleneck voxel
     latent_channels: int = 8
-    #: transformer blocks in the encoder and, again, in the decoder (paper: 6)
+    #: transformer blocks in the encoder and, again, in the decoder (paper: six in all)
     blocks: int = 2
     #: attention heads (paper: 8)
     heads: int = 4

@@ -62,25 +62,34 @@ def _mean(stats: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([s[k] for s in stats])) for k in stats[0]} if stats else {}
 
 
+def _epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, n_items: int, batch_size: int, seed: int,
+           epoch: int, loss_of: Callable) -> dict[str, float]:
+    """One epoch: for each of this rank's batches, ``loss_of(indices, rng) -> (loss, stats)``, backward, step.
+    Seeded per epoch (model noise from torch's generator, data sampling from ``rng``), so a resumed or repeated
+    run takes the same steps."""
+    model.train()
+    torch.manual_seed(seed * 100_003 + epoch)
+    rng = np.random.default_rng([seed, epoch, 7])
+    stats = []
+    for idx in epoch_batches(n_items, batch_size, epoch, seed):
+        loss, info = loss_of(idx, rng)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        stats.append(info)
+    return _mean(stats)
+
+
 def sparse_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, volumes: list[np.ndarray], *,
                  batch_size: int, beta: float, seed: int, device: str = "cpu",
                  support: str = "union") -> Callable[[int], dict[str, float]]:
     """``run(epoch) -> mean losses``: one epoch of VAEsselSparse training (Eq. 5-6, teacher-forced pruning)."""
 
-    def run(epoch: int) -> dict[str, float]:
-        model.train()
-        torch.manual_seed(seed * 100_003 + epoch)  # the reparameterisation noise of this epoch
-        stats = []
-        for idx in epoch_batches(len(volumes), batch_size, epoch, seed):
-            x = from_masks([volumes[i] for i in idx], device)
-            loss, info = sparse_vae_loss(model(x, x), x, beta, support)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            stats.append(info)
-        return _mean(stats)
+    def loss_of(idx: list[int], rng: np.random.Generator):
+        x = from_masks([volumes[i] for i in idx], device)
+        return sparse_vae_loss(model(x, x), x, beta, support)
 
-    return run
+    return lambda epoch: _epoch(model, optimizer, len(volumes), batch_size, seed, epoch, loss_of)
 
 
 def dense_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, volumes: list[np.ndarray], *,
@@ -88,22 +97,12 @@ def dense_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, volume
                 dice_weight: float = 1.0) -> Callable[[int], dict[str, float]]:
     """``run(epoch) -> mean losses``: one epoch of dense-VAE training on random ``patch``-cubed patches."""
 
-    def run(epoch: int) -> dict[str, float]:
-        model.train()
-        torch.manual_seed(seed * 100_003 + epoch)
-        rng = np.random.default_rng([seed, epoch, 7])
-        stats = []
-        for idx in epoch_batches(len(volumes), batch_size, epoch, seed):
-            x = sample_patches(volumes, idx, patch, rng).to(device)
-            recon, mu, sigma = model(x)
-            loss, info = dense_vae_loss(recon, mu, sigma, x, beta, dice_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            stats.append(info)
-        return _mean(stats)
+    def loss_of(idx: list[int], rng: np.random.Generator):
+        x = sample_patches(volumes, idx, patch, rng).to(device)
+        recon, mu, sigma = model(x)
+        return dense_vae_loss(recon, mu, sigma, x, beta, dice_weight)
 
-    return run
+    return lambda epoch: _epoch(model, optimizer, len(volumes), batch_size, seed, epoch, loss_of)
 
 
 def state_digest(model: torch.nn.Module) -> str:
@@ -126,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="sparse", choices=["sparse", "dense"])
     ap.add_argument("--epochs", type=int, default=None, help="default: the scale preset's")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data", default="synthetic", choices=["synthetic", "consolidated"],
+                    help="offline stand-in trees, or the paper's set from `companion data consolidate`")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (each rank uses cuda:LOCAL_RANK)")
     ap.add_argument("--out", required=True, help="folder for the weights (rank 0) and one JSON per rank")
     args = ap.parse_args(argv)
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = chapter_config("vaesselsparse", args.scale)
         torch.manual_seed(args.seed)  # identical initial weights on every rank (DDP also broadcasts them)
-        data = ch.make_dataset(cfg, args.seed)
+        data = ch.make_dataset(cfg, args.seed, args.data)
         train_vols = [t.volume for t in data["train"]]
         if args.model == "sparse":
             model = ch.build_sparse(cfg).to(device)
