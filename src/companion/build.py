@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 # chapter id -> notebook (relative to the repo).  The book's order is _toc.yml's.
 CHAPTERS: dict[str, str] = {
     "vessel_data": "notebooks/00_vessel_data.ipynb",
+    "vaesselsparse": "notebooks/01_vaesselsparse.ipynb",
 }
 
 ACCESS_TEXT = {"open": "open download", "registration": "registration", "request": "on request",

@@ -91,3 +91,21 @@ def test_chapter_determinism_same_tables(built, tmp_path):
         if name == "table-dataset-access.csv":  # depends on this machine's data folder, not on the run
             continue
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_training_chapter_determinism(built, tmp_path, monkeypatch):
+    """VAEsselSparse at ci scale, trained again from scratch (empty checkpoint cache), gives byte-identical tables
+    -- all but the cost table, whose cells are wall-clock timings and memory readings."""
+    from companion.build import execute_chapter
+
+    _, results, _ = built
+    monkeypatch.setenv("COMPANION_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    execute_chapter("vaesselsparse", SCALE, tmp_path / "again.ipynb", results=tmp_path / "res")
+    assert list((tmp_path / "checkpoints").rglob("*.pt")), "the re-run trained anew"
+    first, second = results / "vaesselsparse" / SCALE, tmp_path / "res" / "vaesselsparse" / SCALE
+    tables = sorted(p.name for p in first.glob("table-*.csv"))
+    assert "table-1.csv" in tables and tables == sorted(p.name for p in second.glob("table-*.csv"))
+    for name in tables:
+        if name == "table-cost.csv":
+            continue
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
