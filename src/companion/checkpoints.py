@@ -85,11 +85,12 @@ class CheckpointStore:
 
 def train_or_load(store: CheckpointStore, model_name: str, config: Mapping[str, Any], model: torch.nn.Module,
                   optimizer: torch.optim.Optimizer, train_epoch: Callable[[int], dict[str, float]], epochs: int,
-                  *, save_every: int = 1, progress: bool = True) -> TrainState:
+                  *, save_every: int = 1, progress: bool = True, writer: bool = True) -> TrainState:
     """Return a trained `model`: loaded if a final checkpoint for (chapter, model, config) exists, else trained for
     `epochs` epochs by calling ``train_epoch(epoch) -> metrics``, resuming from a partial checkpoint if one exists.
 
-    RNG states are saved with each partial checkpoint so a resumed run continues the same random stream.
+    RNG states are saved with each partial checkpoint so a resumed run continues the same random stream.  Under
+    distributed training every rank loads and resumes alike, and only the rank with ``writer=True`` (rank 0) writes.
     """
     from tqdm.auto import tqdm
 
@@ -112,15 +113,17 @@ def train_or_load(store: CheckpointStore, model_name: str, config: Mapping[str, 
         optimizer.load_state_dict(payload["optimizer"])
         torch.set_rng_state(payload["torch_rng"])
         start, history, source = int(payload["epoch"]), list(payload["history"]), "resumed"
-    bar = tqdm(range(start, epochs), desc=f"train {model_name}", disable=not progress, initial=start, total=epochs)
+    bar = tqdm(range(start, epochs), desc=f"train {model_name}", disable=not (progress and writer), initial=start,
+               total=epochs)
     for epoch in bar:
         metrics = {k: float(v) for k, v in train_epoch(epoch).items()}
         history.append({"epoch": epoch, **metrics})
         bar.set_postfix(metrics)
-        if (epoch + 1) % save_every == 0 and epoch + 1 < epochs:
+        if writer and (epoch + 1) % save_every == 0 and epoch + 1 < epochs:
             store.save(partial, {"config_key": config_key(config), "epoch": epoch + 1, "history": history,
                                  "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                  "torch_rng": torch.get_rng_state()})
-    store.save(final, {"config_key": config_key(config), "history": history, "model": model.state_dict()})
-    partial.unlink(missing_ok=True)
+    if writer:
+        store.save(final, {"config_key": config_key(config), "history": history, "model": model.state_dict()})
+        partial.unlink(missing_ok=True)
     return TrainState(model, history, source, final)

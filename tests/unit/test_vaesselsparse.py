@@ -17,7 +17,8 @@ from companion.sparse import SparseTensor, from_masks
 from companion.vaesselsparse import chapter as vs
 from companion.vaesselsparse.cost import benchmark_volume, measure_step
 from companion.vaesselsparse.loss import MISSED_LOGIT, kl_divergence, sparse_vae_loss, union_bce
-from companion.vaesselsparse.model import coarsen, count_parameters
+from companion.sparse.tensor import coarsen
+from companion.vaesselsparse.model import count_parameters
 from companion.vaesselsparse.train import sparse_epoch, state_digest
 
 CI = chapter_config("vaesselsparse", "ci")
@@ -108,14 +109,18 @@ def test_torchrun_ddp_two_ranks_agree(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert [r["world_size"] for r in ranks] == [2, 2] and [r["source"] for r in ranks] == ["trained"] * 2
     assert ranks[0]["digest"] == ranks[1]["digest"]  # identical weights on both ranks after training
     # each rank saw its own half of the data, so their losses differ
     assert ranks[0]["history"][0]["bce"] != ranks[1]["history"][0]["bce"]
-    assert (tmp_path / "sparse.pt").exists()
+    # rank 0 alone wrote the checkpoint, and the weights in it are the ones both ranks hold
+    ckpts = list((tmp_path / "ck").rglob("*.pt"))
+    assert len(ckpts) == 1 and str(ckpts[0]) == ranks[0]["checkpoint"]
+    model = vs.build_sparse(CI)
     torch.manual_seed(0)
-    fresh = vs.build_sparse(CI)
-    assert state_digest(fresh) != ranks[0]["digest"]  # and they did train
+    assert state_digest(model) != ranks[0]["digest"]  # they did train
+    model.load_state_dict(torch.load(ckpts[0], weights_only=True)["model"])
+    assert state_digest(model) == ranks[0]["digest"]
 
 
 def test_cost_measurement_in_process():

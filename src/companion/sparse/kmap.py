@@ -14,7 +14,7 @@ import itertools
 
 import torch
 
-from .tensor import SparseTensor, lookup, unique_coords
+from .tensor import SparseTensor, lookup, parent_coords, unique_coords
 
 
 def offsets(kernel_size: int, device=None) -> torch.Tensor:
@@ -53,10 +53,7 @@ def downsample_map(st: SparseTensor) -> tuple[torch.Tensor, torch.Tensor]:
     Cached on the input tensor.
     """
     if "down" not in st.cache:
-        s2 = st.stride * 2
-        parents = st.coords.clone()
-        parents[:, 1:] = torch.div(parents[:, 1:], s2, rounding_mode="floor") * s2
-        out, inv = unique_coords(parents, st.spatial_shape)
+        out, inv = unique_coords(parent_coords(st.coords, st.stride * 2), st.spatial_shape)
         table = torch.full((out.shape[0], 8), st.n, dtype=torch.long, device=st.coords.device)
         table[inv, child_offset_index(st.coords, st.stride)] = torch.arange(st.n, device=st.coords.device)
         st.cache["down"] = (out, table)

@@ -83,13 +83,6 @@ class SparseTensor:
             self.cache["sorted"] = (sk, perm)
         return self.cache["sorted"]
 
-    def lookup(self, query: torch.Tensor) -> torch.Tensor:
-        """Row index of each query coordinate ``(M, 4)`` in this tensor, or -1 where it is not active."""
-        return lookup(self.sorted_keys(), query, self.spatial_shape)
-
-    def dense(self, shape: Sequence[int] | None = None) -> torch.Tensor:
-        return to_dense(self, shape)
-
     def __repr__(self) -> str:
         return (f"SparseTensor(n={self.n}, channels={self.channels}, stride={self.stride}, "
                 f"spatial_shape={self.spatial_shape}, batch_size={self.batch_size})")
@@ -132,6 +125,24 @@ def unique_coords(coords: torch.Tensor, spatial_shape: Sequence[int]) -> tuple[t
     first = torch.full((uk.numel(),), coords.shape[0], dtype=torch.long, device=coords.device)
     first.scatter_reduce_(0, inv, torch.arange(coords.shape[0], device=coords.device), reduce="amin")
     return coords[first], inv
+
+
+def parent_coords(coords: torch.Tensor, stride: int) -> torch.Tensor:
+    """Each voxel's containing voxel at tensor stride ``stride`` (row by row, duplicates kept)."""
+    c = coords.clone()
+    c[:, 1:] = torch.div(c[:, 1:], stride, rounding_mode="floor") * stride
+    return c
+
+
+def coarsen(coords: torch.Tensor, stride: int, spatial_shape: Sequence[int]) -> torch.Tensor:
+    """The distinct voxels at tensor stride ``stride`` that contain the given voxels."""
+    return unique_coords(parent_coords(coords, stride), spatial_shape)[0]
+
+
+def contains(reference: torch.Tensor, query: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
+    """Boolean per query coordinate: is it one of the reference coordinates?"""
+    sk, perm = torch.sort(coord_keys(reference, spatial_shape))
+    return lookup((sk, perm), query, spatial_shape) >= 0
 
 
 # ---------------------------------------------------------------------------------------------- dense <-> sparse

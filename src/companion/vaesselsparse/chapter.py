@@ -20,7 +20,7 @@ from ..data.vessels import KINDS, VesselTree, generate_dataset
 from ..sparse import from_masks, masks_of
 from .dense import DenseVAEConfig, build_dense_vae, matched_dense_channels
 from .model import SparseVAE, SparseVAEConfig, count_parameters
-from .train import dense_epoch, sparse_epoch
+from .train import dense_epoch, sparse_epoch, world, wrap_distributed
 
 CHAPTER = "vaesselsparse"
 TABLE1_COLUMNS = ["# Params (M)", "Dice", "clDice", "β0 error", "β1 error"]
@@ -113,35 +113,43 @@ def _store(run: ChapterRun) -> CheckpointStore:
 
 def train_sparse(run: ChapterRun, data: dict[str, list[VesselTree]], support: str = "union",
                  epochs: int | None = None) -> TrainState:
+    """Train (or load) VAEsselSparse.  Under torchrun the same call trains with DistributedDataParallel."""
     cfg = run.cfg
     torch.manual_seed(run.seed)
     model = build_sparse(cfg).to(run.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     epochs = cfg["epochs"] if epochs is None else epochs
-    key = {"model": sparse_config(cfg).as_dict(), "data": _data_key(cfg, run, len(data["train"])),
-           "lr": cfg["lr"], "beta": cfg["beta"], "batch": cfg["batch_size"], "epochs": epochs, "support": support,
-           "wd": cfg["weight_decay"], "seed": run.seed}
-    fn = sparse_epoch(model, opt, [t.volume for t in data["train"]], batch_size=cfg["batch_size"],
-                      beta=cfg["beta"], seed=run.seed, device=run.device, support=support)
-    return train_or_load(_store(run), f"sparse-{support}", key, model, opt, fn, epochs)
+    key = {"model": sparse_config(cfg).as_dict(), "epochs": epochs, "support": support}
+    return _train(run, data, f"sparse-{support}", model, key, epochs,
+                  lambda m, opt, vols: sparse_epoch(m, opt, vols, batch_size=cfg["batch_size"], beta=cfg["beta"],
+                                                    seed=run.seed, device=run.device, support=support))
 
 
 def train_dense(run: ChapterRun, data: dict[str, list[VesselTree]]) -> TrainState:
+    """Train (or load) the dense baseline on patches.  Under torchrun: DistributedDataParallel."""
     cfg = run.cfg
     torch.manual_seed(run.seed)
     dcfg = dense_config(cfg)
     model = build_dense_vae(dcfg).to(run.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    key = {"model": dcfg.as_dict(), "data": _data_key(cfg, run, len(data["train"])), "lr": cfg["lr"],
-           "beta": cfg["beta"], "batch": cfg["batch_size"], "epochs": cfg["dense_epochs"], "patch": cfg["dense_patch"],
-           "wd": cfg["weight_decay"], "seed": run.seed}
-    fn = dense_epoch(model, opt, [t.volume for t in data["train"]], batch_size=cfg["batch_size"], beta=cfg["beta"],
-                     patch=cfg["dense_patch"], seed=run.seed, device=run.device)
-    return train_or_load(_store(run), "dense", key, model, opt, fn, cfg["dense_epochs"])
+    key = {"model": dcfg.as_dict(), "epochs": cfg["dense_epochs"], "patch": cfg["dense_patch"]}
+    return _train(run, data, "dense", model, key, cfg["dense_epochs"],
+                  lambda m, opt, vols: dense_epoch(m, opt, vols, batch_size=cfg["batch_size"], beta=cfg["beta"],
+                                                   patch=cfg["dense_patch"], seed=run.seed, device=run.device))
 
 
-def _data_key(cfg: dict[str, Any], run: ChapterRun, n_train: int) -> dict[str, Any]:
-    return {"source": run.data, "grid": cfg["grid"], "n": cfg["n_volumes"], "seed": run.seed, "n_train": n_train}
+def _train(run: ChapterRun, data: dict[str, list[Any]], name: str, model: torch.nn.Module, key: dict[str, Any],
+           epochs: int, make_epoch) -> TrainState:
+    """AdamW, checkpoint cache keyed by everything that changes the result (world size included); wrapped in
+    DistributedDataParallel when torch.distributed is initialised, rank 0 writing the checkpoints."""
+    cfg = run.cfg
+    rank, size = world()
+    ddp = wrap_distributed(model)
+    opt = torch.optim.AdamW(ddp.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    key = {**key, "data": {"source": run.data, "grid": cfg["grid"], "n": cfg["n_volumes"], "seed": run.seed,
+                           "n_train": len(data["train"])},
+           "lr": cfg["lr"], "beta": cfg["beta"], "batch": cfg["batch_size"], "wd": cfg["weight_decay"],
+           "seed": run.seed, "world_size": size}
+    fn = make_epoch(ddp, opt, [t.volume for t in data["train"]])
+    return train_or_load(_store(run), name, key, model, opt, fn, epochs, writer=rank == 0)
 
 
 def figure_training(run: ChapterRun, sparse: TrainState, dense: TrainState):
@@ -234,7 +242,7 @@ def _components_scalar(mask: np.ndarray) -> np.ndarray:
 
 def figure_2(run: ChapterRun, recon: dict[str, list[np.ndarray]], per_volume: pd.DataFrame, n: int | None = None):
     """Figure 2: reference, dense and sparse reconstructions of the same test volumes; pieces broken off the
-    largest connected component in orange."""
+    largest connected component in red."""
     import matplotlib.pyplot as plt
 
     from ..render import show_volume

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..sparse import SparseTensor
-from .model import coarsen, contains
+from ..sparse.tensor import coarsen, contains
 
 MISSED_LOGIT = -10.0
 SUPPORTS = ("union", "gt")

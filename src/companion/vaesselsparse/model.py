@@ -27,7 +27,7 @@ from torch import nn
 
 from ..sparse import (SparseDownsample, SparseGroupNorm, SparseReLU, SparseTensor, SparseTransformerBlock,
                       SparseUpsample, SubMConv3d, sinusoidal_3d)
-from ..sparse.tensor import coord_keys, lookup, unique_coords
+from ..sparse.tensor import coarsen, contains
 
 
 #: prior probability that a created child voxel is occupied (initial bias of the occupancy logits)
@@ -184,19 +184,5 @@ class SparseVAE(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def coarsen(coords: torch.Tensor, stride: int, spatial_shape) -> torch.Tensor:
-    """The distinct voxels at tensor stride ``stride`` that contain the given full-resolution voxels."""
-    c = coords.clone()
-    c[:, 1:] = torch.div(c[:, 1:], stride, rounding_mode="floor") * stride
-    return unique_coords(c, spatial_shape)[0]
-
-
-def contains(reference: torch.Tensor, query: torch.Tensor, spatial_shape) -> torch.Tensor:
-    """Boolean: is each query coordinate one of the reference coordinates?"""
-    keys = coord_keys(reference, spatial_shape)
-    sk, perm = torch.sort(keys)
-    return lookup((sk, perm), query, spatial_shape) >= 0
-
-
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

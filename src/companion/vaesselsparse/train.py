@@ -116,7 +116,10 @@ def state_digest(model: torch.nn.Module) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..scales import chapter_config
+    """Train with the chapter's own functions (``chapter.train_sparse`` / ``train_dense``): the same code the
+    notebook runs, here under torchrun.  Checkpoints go to the usual cache (``$COMPANION_CHECKPOINTS``), so an
+    interrupted run resumes; each rank writes ``rank<r>.json`` (its weights' digest and loss history) to ``--out``."""
+    from ..chapter import start
     from . import chapter as ch
 
     ap = argparse.ArgumentParser(prog="python -m companion.vaesselsparse.train",
@@ -125,10 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="sparse", choices=["sparse", "dense"])
     ap.add_argument("--epochs", type=int, default=None, help="default: the scale preset's")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data", default="synthetic", choices=["synthetic", "consolidated"],
+    ap.add_argument("--data", default="default", choices=["default", "synthetic", "consolidated"],
                     help="offline stand-in trees, or the paper's set from `companion data consolidate`")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (each rank uses cuda:LOCAL_RANK)")
-    ap.add_argument("--out", required=True, help="folder for the weights (rank 0) and one JSON per rank")
+    ap.add_argument("--out", required=True, help="folder for the per-rank JSON files")
     args = ap.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         ap.error("--epochs must be >= 1")
@@ -141,30 +144,17 @@ def main(argv: list[str] | None = None) -> int:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
             torch.cuda.set_device(device)
     try:
-        cfg = chapter_config("vaesselsparse", args.scale)
-        torch.manual_seed(args.seed)  # identical initial weights on every rank (DDP also broadcasts them)
-        data = ch.make_dataset(cfg, args.seed, args.data)
-        train_vols = [t.volume for t in data["train"]]
-        if args.model == "sparse":
-            model = ch.build_sparse(cfg).to(device)
-        else:
-            model = ch.build_dense(cfg).to(device)
-        ddp = wrap_distributed(model)
-        opt = torch.optim.AdamW(ddp.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-        if args.model == "sparse":
-            run = sparse_epoch(ddp, opt, train_vols, batch_size=cfg["batch_size"], beta=cfg["beta"],
-                               seed=args.seed, device=device)
-        else:
-            run = dense_epoch(ddp, opt, train_vols, batch_size=cfg["batch_size"], beta=cfg["beta"],
-                              patch=cfg["dense_patch"], seed=args.seed, device=device)
-        history = [run(e) for e in range(args.epochs or cfg["epochs"])]
+        overrides = {} if args.epochs is None else {"epochs": args.epochs, "dense_epochs": args.epochs}
+        run = start("vaesselsparse", scale=args.scale, data=args.data, device=device, seed=args.seed,
+                    output_dir=args.out, overrides=overrides)
+        data = ch.load_data(run)
+        state = ch.train_sparse(run, data) if args.model == "sparse" else ch.train_dense(run, data)
         rank, size = world()
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        if rank == 0:
-            torch.save(model.state_dict(), out / f"{args.model}.pt")
         (out / f"rank{rank}.json").write_text(json.dumps(
-            {"rank": rank, "world_size": size, "digest": state_digest(model), "history": history}, indent=1))
+            {"rank": rank, "world_size": size, "digest": state_digest(state.model), "source": state.source,
+             "checkpoint": str(state.path), "history": state.history}, indent=1))
     finally:
         if distributed:
             dist.destroy_process_group()
