@@ -74,7 +74,7 @@ CHAPTER_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                    "beta": 1e-3, "lr": 1e-3, "weight_decay": 0.01, "batch_size": 2, "epochs": 40,
                    "dense_epochs": 40, "dense_patch": 32, "figure_volumes": 3, "render_size": 420,
                    "bench_grids": [64, 128, 256], "bench_dense_max": 128, "bench_occupancy": 0.02,
-                   "bench_steps": 2},
+                   "bench_steps": 3},
         "paper": {"grid": 512, "n_volumes": 1219, "channels": [64, 128, 256], "model_channels": 384,
                   "latent_channels": 8, "blocks": 3, "heads": 8, "window": 8, "groups": 32,
                   "upsample": "transposed", "beta": 1e-3, "lr": 1e-4, "weight_decay": 0.01, "batch_size": 1,

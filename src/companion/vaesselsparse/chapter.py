@@ -471,17 +471,18 @@ def record_claims(run: ChapterRun, table1: pd.DataFrame, cost: pd.DataFrame, com
                  reason=f"128³ dense not measured at scale {run.scale} (bench grids {run.cfg['bench_grids']}, "
                         f"dense up to {run.cfg['bench_dense_max']}³)")
     g = cost.index.values
-    if len(g) >= 2 and g[-1] / g[0] >= 4:
-        t_ratio = float(cost["sparse step (s)"].iloc[-1] / cost["sparse step (s)"].iloc[0])
-        a_ratio = float(cost["active voxels"].iloc[-1] / cost["active voxels"].iloc[0])
-        ok = 0.5 <= t_ratio / a_ratio <= 2.0
+    if len(g) >= 3 and g[-1] / g[0] >= 4:
+        slope = float(np.polyfit(np.log(cost["active voxels"].astype(float)), np.log(cost["sparse step (s)"]), 1)[0])
+        ok = 0.5 <= slope <= 1.5
         r.record("sparse-cost-follows-active-voxels",
-                 reproduced={"time ratio": t_ratio, "active-voxel ratio": a_ratio, "grids": f"{g[0]}³ -> {g[-1]}³"},
-                 holds=ok, reason=None if ok else f"the step time grew {t_ratio:.1f}x for {a_ratio:.1f}x the active "
-                                                  f"voxels (outside a factor 2 of proportional)")
+                 reproduced={"log-log slope": slope, "grids": ", ".join(f"{x}³" for x in g),
+                             "active voxels": [int(v) for v in cost["active voxels"]],
+                             "sparse step (s)": [float(v) for v in cost["sparse step (s)"]]},
+                 holds=ok, reason=None if ok else f"step time grows like active voxels^{slope:.2f} (outside "
+                                                  f"0.5-1.5)")
     else:
         r.record("sparse-cost-follows-active-voxels", reproduced=None, holds=None,
-                 reason=f"needs grids a factor >= 4 apart; this scale measures {list(g)}")
+                 reason=f"needs at least three grids spanning a factor >= 4; this scale measures {list(g)}")
     sv = float(compression.loc["VAEsselSparse", "latent values stored (mean)"])
     dv = float(compression.loc["Dense VAE", "latent values stored (mean)"])
     r.record("sparse-latent-smaller", reproduced={"VAEsselSparse": sv, "Dense VAE": dv}, holds=sv < dv,
