@@ -38,6 +38,12 @@ def _chunks(n: int, width: int):
     return [(s, min(n, s + rows)) for s in range(0, n, rows)]
 
 
+def _gather(padded: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Rows ``padded[table]`` as one ``(rows, K * C)`` matrix (``index_select`` on the flat table: about twice as
+    fast on the CPU as advanced indexing)."""
+    return padded.index_select(0, table.reshape(-1)).view(table.shape[0], table.shape[1] * padded.shape[1])
+
+
 def gather_gemm(feats: torch.Tensor, table: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``y_i = sum_k feats[table[i, k]] @ weight[k]`` with ``table`` entries equal to ``len(feats)`` meaning zero.
 
@@ -48,10 +54,10 @@ def gather_gemm(feats: torch.Tensor, table: torch.Tensor, weight: torch.Tensor) 
     w = weight.reshape(k * cin, cout)
     n = table.shape[0]
     if torch.is_grad_enabled() and (feats.requires_grad or weight.requires_grad):
-        return padded[table].reshape(n, k * cin) @ w
+        return _gather(padded, table) @ w
     out = feats.new_empty(n, cout)
     for s, e in _chunks(n, k * cin):
-        torch.mm(padded[table[s:e]].reshape(e - s, k * cin), w, out=out[s:e])
+        torch.mm(_gather(padded, table[s:e]), w, out=out[s:e])
     return out
 
 
@@ -61,7 +67,7 @@ def gathered_t_gemm(feats: torch.Tensor, table: torch.Tensor, grad_out: torch.Te
     padded = torch.cat([feats, feats.new_zeros(1, cin)], dim=0)
     gw = feats.new_zeros(k * cin, grad_out.shape[1])
     for s, e in _chunks(table.shape[0], k * cin):
-        gw.addmm_(padded[table[s:e]].reshape(e - s, k * cin).T, grad_out[s:e])
+        gw.addmm_(_gather(padded, table[s:e]).T, grad_out[s:e])
     return gw.reshape(k, cin, grad_out.shape[1])
 
 
