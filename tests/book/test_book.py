@@ -1,9 +1,7 @@
 """The book at ci scale: every chapter notebook executed with papermill, results contract checked, HTML built with
 Sphinx warnings as errors.  Runs last (testpaths order) because it takes minutes."""
 import json
-import os
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest

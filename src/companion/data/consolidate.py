@@ -9,7 +9,8 @@ The paper's recipe, step by step, and the function here that does each step:
    to run to fix it.
 2. Every label map becomes a vessel mask: any label > 0 (:func:`binarize`).
 3. Every mask is resampled to 0.5 mm isotropic voxels (:func:`resample_isotropic`).
-4. Every mask is centre-padded into one common cube (:func:`center_pad`; the cube's size did not survive in the paper's text as we have it, so the default, 512^3, is ours).  A mask larger
+4. Every mask is centre-padded into one common cube (:func:`center_pad`; the cube's size did not survive in the
+   paper's text as we have it, so the default, 512^3, is ours).  A mask larger
    than the cube along an axis is cropped around its foreground, and the voxels lost are counted, not hidden.
 5. The cases are split train / val / test 80 / 10 / 10 (:func:`split_cases`; the paper reports 971 / 122 / 126).
    The split is stratified by source dataset and deterministic for a seed.

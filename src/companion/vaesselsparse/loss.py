@@ -59,8 +59,8 @@ def sparse_vae_loss(out: dict[str, Any], target: SparseTensor, beta: float, supp
             level = level + F.binary_cross_entropy_with_logits(logits, lab) / len(out["levels"])
     kl = kl_divergence(out["mu"].feats, out["logvar"].feats)
     loss = rec + level_weight * level + beta * kl
-    return loss, {"loss": float(loss.detach()), "bce": float(rec.detach()), "level_bce": float(level.detach()), "kl": float(kl.detach()),
-                  "evaluated": info["evaluated"], "missed": info["missed"]}
+    return loss, {"loss": float(loss.detach()), "bce": float(rec.detach()), "level_bce": float(level.detach()),
+                  "kl": float(kl.detach()), "evaluated": info["evaluated"], "missed": info["missed"]}
 
 
 def dense_vae_loss(logits: torch.Tensor, z_mu: torch.Tensor, z_sigma: torch.Tensor, target: torch.Tensor,
@@ -73,4 +73,5 @@ def dense_vae_loss(logits: torch.Tensor, z_mu: torch.Tensor, z_sigma: torch.Tens
     logvar = 2.0 * torch.log(z_sigma.clamp_min(1e-12))
     kl = kl_divergence(z_mu.movedim(1, -1), logvar.movedim(1, -1))
     loss = bce + dice_weight * dice + beta * kl
-    return loss, {"loss": float(loss.detach()), "bce": float(bce.detach()), "dice_loss": float(dice.detach()), "kl": float(kl.detach())}
+    return loss, {"loss": float(loss.detach()), "bce": float(bce.detach()), "dice_loss": float(dice.detach()),
+                  "kl": float(kl.detach())}
