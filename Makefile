@@ -1,6 +1,7 @@
 # Two commands a reader needs (see README):
 #   make book [SCALE=laptop|ci|paper]   execute every chapter with papermill and build _build/html
 #   make test                           unit tests + every chapter at ci scale + strict book build
+#   make reference                      laptop-scale build, then refresh the committed book/reference/ from it
 # Both create the virtual environment .venv on first use (torch==2.13.0 first, then the pinned rest).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -9,7 +10,7 @@ SCALE  ?= laptop
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: book test venv clean
+.PHONY: book test venv clean reference
 
 venv: $(STAMP)
 
@@ -22,6 +23,10 @@ $(STAMP): pyproject.toml requirements/lock.txt
 
 book: $(STAMP)
 	$(PY) -m companion book --scale $(SCALE)
+
+reference: $(STAMP)
+	$(PY) -m companion book --scale laptop
+	$(PY) -m companion reference --scale laptop
 
 test: $(STAMP)
 	$(PY) -m pytest

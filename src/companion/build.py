@@ -67,7 +67,7 @@ def stage_sources(stage: Path) -> None:
     stage.mkdir(parents=True)
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy2(REPO / name, stage / name)
-    shutil.copytree(REPO / "book", stage / "book", ignore=shutil.ignore_patterns("_generated"))
+    shutil.copytree(REPO / "book", stage / "book", ignore=shutil.ignore_patterns("_generated", "reference"))
 
 
 def build(scale: str = "laptop", *, strict: bool = False, chapters: list[str] | None = None,

@@ -93,6 +93,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .results.compare import compare, comparison_text
+
+    try:
+        cmp = compare(args.run, args.reference, rtol=args.rtol)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(comparison_text(cmp, all_cells=not args.flagged_only))
+    return cmp.exit_code(strict=args.strict)
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    from .results.reference import update_reference
+
+    try:
+        written = update_reference(args.results, scale=args.scale, chapters=args.chapters)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for d in written:
+        print(f"reference updated: {d}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .build import execute_chapter
     from .results import results_root
@@ -141,6 +166,21 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--results", help="results root (default: $COMPANION_RESULTS or ./results)")
     r.add_argument("--out", help="write to this file instead of stdout")
     r.set_defaults(func=cmd_report)
+    c = sub.add_parser("compare", help="lay a chapter run beside its committed reference: values, flagged "
+                                       "differences, flipped verdicts (exit 1 when a verdict flips)")
+    c.add_argument("run", help="a chapter run folder, e.g. results/vaesselsparse/laptop")
+    c.add_argument("reference", nargs="?", help="reference folder (default: book/reference/<chapter>/<scale>)")
+    c.add_argument("--rtol", type=float, default=0.10, help="relative tolerance for table values (default 0.10)")
+    c.add_argument("--strict", action="store_true", help="exit 1 also when a verdict changes between decided and "
+                                                         "undecided, or a table is missing")
+    c.add_argument("--flagged-only", action="store_true", help="list only the flagged table values")
+    c.set_defaults(func=cmd_compare)
+    rf = sub.add_parser("reference", help="copy the text outputs of chapter runs into book/reference/ (the "
+                                          "committed reference results)")
+    rf.add_argument("--scale", default="laptop", choices=scale_names())
+    rf.add_argument("--results", help="results root (default: $COMPANION_RESULTS or ./results)")
+    rf.add_argument("--chapters", nargs="*")
+    rf.set_defaults(func=cmd_reference)
     ru = sub.add_parser("run", help="execute one chapter notebook with papermill")
     ru.add_argument("chapter")
     ru.add_argument("--scale", default="laptop", choices=scale_names())

@@ -14,6 +14,7 @@ from .chapter import ChapterRun
 from .data import download
 from .data.manifests import load_manifests
 from .data.vessels import KINDS, VesselTree, generate_dataset, generate_tree
+from .results.verdict import property_verdict, threshold_verdict
 
 NOMINAL_SPACING_MM = 0.5  # VAEsselSparse consolidates all its datasets at 0.5 mm isotropic
 REAL_VOLUMES = "real MRI shipped in PyPI packages (nilearn MNI152, dipy aniso_vox, nibabel anatomical.nii)"
@@ -223,33 +224,40 @@ def torus(grid: int = 48, R: float = 14.0, r: float = 5.0) -> np.ndarray:
 
 
 def record_checks(run: ChapterRun, trees: list[VesselTree], stats: pd.DataFrame) -> pd.DataFrame:
-    """Evaluate the chapter's claims (its own checks) and record them in the scoreboard."""
+    """Evaluate the chapter's claims (its own checks) with the shared verdict rules and record them."""
     res = run.results
     occ = float(stats.occupancy_pct.max())
-    res.record("sparse-occupancy", reproduced={"max_occupancy_pct": occ}, holds=occ < 5.0,
-               reason=None if occ < 5.0 else f"densest map has {occ:.2f} % occupancy")
+    res.record("sparse-occupancy", reproduced={"largest occupancy (%)": occ},
+               verdict=threshold_verdict(occ, "<", 5.0, what="largest occupancy (%)", n=len(stats)))
     err = murray_max_error(trees)
-    res.record("murray-law", reproduced={"max_relative_error": err}, holds=err < 1e-6,
-               reason=None if err < 1e-6 else "a bifurcation violates Murray's law")
+    res.record("murray-law", reproduced={"largest relative error": err},
+               verdict=threshold_verdict(err, "<", 1e-6, what="largest relative error of r0³ = r1³ + r2³",
+                                         n=len(trees)))
     loopfree = stats[stats.anastomoses == 0]
     bad = loopfree[(loopfree.b0 != 1) | (loopfree.b1 != 0)]
     res.record("trees-are-trees", reproduced={"maps": len(loopfree), "violations": len(bad)},
-               holds=len(loopfree) > 0 and bad.empty,
-               reason=None if len(loopfree) and bad.empty else
-               (f"trees {list(bad.index)} have (b0, b1) != (1, 0)" if len(bad) else "no loop-free map generated"))
+               verdict=property_verdict(bad.empty if len(loopfree) else None, n=len(loopfree),
+                                        test="(b0, b1) = (1, 0) for every loop-free map", effect=len(bad),
+                                        failure=f"trees {', '.join(map(str, bad.index))} have (b0, b1) other than "
+                                                f"(1, 0)" if len(bad) else "not measured: no loop-free map "
+                                                                           "generated"))
     looped = stats[stats.anastomoses > 0]
     mism = looped[looped.b1 != looped.anastomoses]
     res.record("loops-are-counted", reproduced={"maps": len(looped), "mismatches": len(mism)},
-               holds=(len(looped) > 0 and mism.empty) if len(looped) else None,
-               reason=None if len(looped) and mism.empty else
-               (f"trees {list(mism.index)}: b1 differs from the anastomoses added (vessels touching or a loop "
-                f"lost in rasterisation)" if len(mism) else "no map with anastomoses at this scale"))
+               verdict=property_verdict(mism.empty if len(looped) else None, n=len(looped), effect=len(mism),
+                                        test="b1 = loop-closing segments added, for every map with loops",
+                                        failure=f"trees {', '.join(map(str, mism.index))}: b1 differs from the "
+                                                f"anastomoses added (vessels touching or a loop lost in "
+                                                f"rasterisation)" if len(mism) else "not measured: no map with "
+                                                                                    "anastomoses at this scale"))
     betti = metrics.betti_numbers(torus())
-    res.record("topology-selftest", reproduced=list(betti), holds=tuple(betti) == (1, 1, 0),
-               reason=None if tuple(betti) == (1, 1, 0) else "Betti numbers of the torus are wrong")
+    res.record("topology-selftest", reproduced={"b0, b1, b2": list(betti)},
+               verdict=property_verdict(tuple(betti) == (1, 1, 0), test="Betti numbers of a solid torus = (1, 1, 0)",
+                                        failure="the Betti numbers of the torus are wrong", effect=list(betti)))
     t0 = trees[0]
     again = generate_tree(t0.kind, grid=t0.grid, seed=t0.seed)
     same = bool(np.array_equal(again.volume, t0.volume))
-    res.record("deterministic", reproduced={"identical": same}, holds=same,
-               reason=None if same else "regenerated map differs")
+    res.record("deterministic", reproduced={"identical": same},
+               verdict=property_verdict(same, test="the same seed regenerates a bit-identical map",
+                                        failure="the regenerated map differs"))
     return res.scoreboard()

@@ -9,6 +9,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from companion import results as R  # noqa: E402
+from companion.results import contract  # noqa: E402
+from companion.results.verdict import paired_verdict, threshold_verdict  # noqa: E402
 
 
 @pytest.fixture()
@@ -25,6 +27,9 @@ claims:
     paper_value: {A: 0.9, B: 0.8}
   - id: never-run
     statement: "Something this run does not evaluate."
+  - id: a-check
+    kind: check
+    statement: "A property of the book's own set-up."
 tables:
   "1":
     caption: "Table 1 of the toy paper"
@@ -33,7 +38,7 @@ tables:
       A: {Dice: 0.9, clDice: 0.95}
       B: {Dice: 0.8, clDice: 0.85}
 """)
-    monkeypatch.setattr(R, "CLAIMS_DIR", d)
+    monkeypatch.setattr(contract, "CLAIMS_DIR", d)
     return d
 
 
@@ -49,14 +54,15 @@ def test_contract_files_and_side_by_side_table(tmp_path, claims_dir):
     fig, ax = plt.subplots()
     ax.plot([0, 1])
     res.figure("fig-2", fig, "A figure")
-    res.record("a-beats-b", reproduced={"A": 0.7, "B": None}, holds=None, reason="B not run here")
+    res.record("a-beats-b", reproduced={"A": 0.7, "B": None}, reason="not run: B needs weights")
     res.finish()
     d = tmp_path / "res" / "toy" / "ci"
     assert {p.name for p in d.iterdir()} == {"table-1.csv", "fig-2.png", "scoreboard.json", "provenance.json",
                                              "index.json"}
     board = json.loads((d / "scoreboard.json").read_text())
     recs = {c["id"]: c for c in board["claims"]}
-    assert recs["a-beats-b"]["paper"] == {"A": 0.9, "B": 0.8}
+    assert recs["a-beats-b"]["paper"] == {"A": 0.9, "B": 0.8} and recs["a-beats-b"]["evidence"] is None
+    assert recs["a-beats-b"]["scope"] == "scale ci; data: offline stand-in: toy"
     assert recs["never-run"]["holds"] is None and recs["never-run"]["reason"] == "not evaluated in this run"
     prov = json.loads((d / "provenance.json").read_text())
     for key in ("git_commit", "packages", "scale", "seed", "data_sources", "wall_time_s", "peak_memory_mb"):
@@ -68,23 +74,109 @@ def test_contract_files_and_side_by_side_table(tmp_path, claims_dir):
 
 def test_record_rules(tmp_path, claims_dir):
     res = R.Results("toy", "ci", root=tmp_path)
+    ok = threshold_verdict(2.0, ">", 1.0, what="ratio")
     with pytest.raises(KeyError, match="a-beats-b"):
-        res.record("unknown", reproduced=1, holds=True)
+        res.record("unknown", reproduced=1, verdict=ok)
     with pytest.raises(ValueError, match="reason"):
-        res.record("a-beats-b", reproduced=1, holds=False)
+        res.record("a-beats-b", reproduced=1)  # neither a verdict nor a reason
+    with pytest.raises(ValueError, match="evidence"):
+        res.record("a-beats-b", reproduced=1, verdict=R.Verdict(True, None, {}))  # decided without a stated test
+    with pytest.raises(ValueError, match="reason"):
+        res.record("a-beats-b", reproduced=1, verdict=R.Verdict(False, None, {"test": "t"}))
+    with pytest.raises(ValueError, match="both"):
+        res.record("a-beats-b", reproduced=1, verdict=ok, reason="why")
     with pytest.raises(KeyError):
         res.paper_table(7, pd.DataFrame())
 
 
-def test_report_aggregates_scoreboards(tmp_path, claims_dir):
-    for scale in ("ci", "laptop"):
-        res = R.Results("toy", scale, root=tmp_path)
-        res.record("a-beats-b", reproduced={"A": 0.91, "B": 0.7}, holds=True)
-        res.finish()
-    md = R.report_markdown(tmp_path, "ci")
-    assert "Toy chapter" in md and "scale `ci`" in md and "scale `laptop`" not in md
-    assert "1 of 2 claims hold" in md
+def _toy_run(root, scale="laptop", a_shift=5.0, table_value=0.7):
+    rng = np.random.default_rng(1)
+    b = rng.normal(70, 5, 12)
+    a = b + a_shift + rng.normal(0, 1, 12)
+    res = R.Results("toy", scale, root=root, data_label="offline stand-in: toy")
+    res.record("a-beats-b", reproduced={"A": a.mean(), "B": b.mean()},
+               verdict=paired_verdict(a, b, better="higher", names=("A", "B"), metric="Dice"))
+    res.record("never-run", reproduced=None, reason="not run: needs data we do not have")
+    res.record("a-check", reproduced=1.2, verdict=threshold_verdict(1.2, "<=", 1.5, what="slope"))
+    t = res.paper_table(1, pd.DataFrame({"Dice": [a.mean() / 100, table_value]},
+                                        index=pd.Index(["A", "B"], name="method")))
+    res.table("table-1", t, "Reconstruction")
+    res.finish()
+    return root / "toy" / scale
+
+
+def test_report_separates_paper_claims_and_checks_and_shows_reference(tmp_path, claims_dir):
+    run = _toy_run(tmp_path / "res", "ci")
+    _toy_run(tmp_path / "ref", "laptop", a_shift=-5.0)
+    from companion.results.reference import update_reference
+
+    update_reference(tmp_path / "ref", scale="laptop", root=tmp_path / "reference")
+    md = R.report_markdown(tmp_path / "res", "ci", reference_root=tmp_path / "reference")
+    assert "Toy chapter" in md and "scale `ci`" in md
+    assert "Claims of the paper: 1 of 2 hold, 0 do not, 1 undecided." in md
+    assert "The book's own checks: 1 of 1 hold, 0 do not, 0 undecided." in md
+    assert "| reference (laptop) |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| `a-beats-b`"))
+    assert "**holds**" in row and row.endswith("| does not hold |") and "n = 12" in row and "CI [" in row
+    assert "at scale `ci` on this data only: offline stand-in: toy" in md
     assert "No scoreboards" in R.report_markdown(tmp_path / "empty")
+    assert run.exists()
+
+
+def test_reference_refuses_incomplete_runs(tmp_path, claims_dir):
+    from companion.results.reference import update_reference
+
+    with pytest.raises(FileNotFoundError, match="make book SCALE=laptop"):
+        update_reference(tmp_path / "nothing", root=tmp_path / "reference")
+    res = R.Results("toy", "laptop", root=tmp_path / "res")
+    res.finish()  # every claim "not evaluated in this run"
+    with pytest.raises(ValueError, match="not evaluated"):
+        update_reference(tmp_path / "res", root=tmp_path / "reference")
+    assert not (tmp_path / "reference").exists()
+
+
+def test_compare_identical_copy_passes(tmp_path, claims_dir):
+    from companion.results.compare import compare
+
+    run = _toy_run(tmp_path / "a")
+    ref = _toy_run(tmp_path / "b")
+    cmp = compare(run, ref)
+    assert cmp.exit_code(strict=True) == 0 and not cmp.flagged and not cmp.changes and not cmp.problems
+    assert len(cmp.cells) >= 4 and all(c["difference"] == 0 for c in cmp.cells if c["difference"] is not None)
+
+
+def test_compare_catches_a_changed_value_and_a_flipped_verdict(tmp_path, claims_dir):
+    import json
+    import shutil
+
+    from companion.cli import main
+    from companion.results.compare import compare, comparison_text
+
+    ref = _toy_run(tmp_path / "ref")
+    run = tmp_path / "run" / "toy" / "laptop"
+    shutil.copytree(ref, run)
+    # one table value changed
+    csv = (run / "table-1.csv").read_text().replace("0.7,", "0.95,")
+    (run / "table-1.csv").write_text(csv)
+    cmp = compare(run, ref)
+    assert [(c["row"], c["column"]) for c in cmp.flagged] == [("B", "Dice (reproduced)")]
+    assert cmp.exit_code() == 0  # a moved value is information, not a failure
+    # one verdict flipped
+    board = json.loads((run / "scoreboard.json").read_text())
+    board["claims"][0].update(holds=False, reason="reversed: ...")
+    board["claims"][0]["evidence"]["effect"] = -4.0
+    (run / "scoreboard.json").write_text(json.dumps(board))
+    cmp = compare(run, ref)
+    assert [c["id"] for c in cmp.flips] == ["a-beats-b"] and cmp.exit_code() == 1
+    assert "outside the reference's CI" in cmp.flips[0]["note"]
+    text = comparison_text(cmp)
+    assert "FLIPPED: a-beats-b" in text and "difference +0.25" in text
+    assert main(["compare", str(run), str(ref)]) == 1
+    # decided -> undecided is a change, not a flip: fails only with --strict
+    board["claims"][0].update(holds=None, reason="inconclusive: ...")
+    (run / "scoreboard.json").write_text(json.dumps(board))
+    assert main(["compare", str(run), str(ref)]) == 0 and main(["compare", str(run), str(ref), "--strict"]) == 1
+    assert main(["compare", str(tmp_path / "missing")]) == 2
 
 
 def test_json_handles_nan_and_numpy(tmp_path):

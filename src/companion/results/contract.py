@@ -4,7 +4,7 @@ Running chapter ``C`` at scale ``S`` writes ``<results root>/C/S/``:
 
 * ``table-<n>.csv``  -- each table of the paper, the paper's value beside each reproduced value;
 * ``fig-<n>.png``    -- each figure (plus beyond-the-paper figures named for what they show);
-* ``scoreboard.json``-- one record per claim: id, statement, paper value(s), reproduced value(s), holds, reason;
+* ``scoreboard.json``-- one record per claim (schema: :meth:`Results.record`);
 * ``provenance.json``-- git commit, package versions, scale, seed, data sources with checksums, wall time, peak memory;
 * ``index.json``     -- every table and figure with its caption, scale and data source.
 
@@ -31,7 +31,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-CLAIMS_DIR = Path(__file__).parent / "claims"
+from .verdict import Verdict
+
+CLAIMS_DIR = Path(__file__).resolve().parents[1] / "claims"
 TRACKED_PACKAGES = ("companion", "torch", "numpy", "scipy", "monai", "scikit-image", "scikit-learn",
                     "connected-components-3d", "pyvista", "vtk", "nibabel", "nilearn", "dipy", "pooch", "papermill",
                     "jupyter-book")
@@ -219,30 +221,57 @@ class Results:
         return path
 
     # -- scoreboard
-    def record(self, claim_id: str, *, reproduced: Any, holds: bool | None, reason: str | None = None) -> dict:
-        """Record the outcome of a claim from the claims file. `holds` False or None needs a `reason`."""
+    def record(self, claim_id: str, *, reproduced: Any, verdict: Verdict | None = None,
+               reason: str | None = None) -> dict:
+        """Record the outcome of a claim from the claims file.  A scoreboard record reads::
+
+            id, statement        from the claims file
+            kind                 "paper" (the paper claims it) | "check" (the book's own check, not a paper claim)
+            paper                the paper's value(s), from the claims file
+            reproduced           what this run measured
+            holds                true | false | null (undecided)
+            reason               why not true: "inconclusive: ...", "degenerate: ...", "reversed: ...", "not run: ..."
+            evidence             {n, effect, ci: [low, high] | null, test}: what the verdict rests on (null if not
+                                 evaluated)
+            scale, data, scope   where the verdict holds: every record, holding or not, carries its scale and data
+
+        A decided claim comes from a verdict rule of :mod:`companion.results.verdict` (interval or stated
+        threshold); a claim this run cannot evaluate passes ``verdict=None`` and a ``reason``."""
         if claim_id not in self.claims.claims:
             raise KeyError(f"claim {claim_id!r} not in claims file of {self.chapter!r}: "
                            f"{', '.join(self.claims.claims)}")
-        if holds is not True and not reason:
-            raise ValueError(f"claim {claim_id!r}: a reason is required when holds is {holds!r}")
+        if verdict is None:
+            if not reason:
+                raise ValueError(f"claim {claim_id!r}: give a verdict (companion.results.verdict) or, when it cannot "
+                                 f"be evaluated, a reason")
+            verdict = Verdict(None, reason, {})
+        elif reason is not None:
+            raise ValueError(f"claim {claim_id!r}: the reason comes from the verdict; do not pass both")
+        if verdict.holds is not True and not verdict.reason:
+            raise ValueError(f"claim {claim_id!r}: a reason is required when holds is {verdict.holds!r}")
+        if verdict.holds is not None and not (verdict.evidence or {}).get("test"):
+            raise ValueError(f"claim {claim_id!r}: a decided claim needs evidence with its test; use a rule of "
+                             f"companion.results.verdict")
         c = self.claims.claims[claim_id]
         rec = {"id": c.id, "statement": c.statement, "kind": c.kind, "paper": c.paper_value,
-               "reproduced": reproduced, "holds": None if holds is None else bool(holds), "reason": reason,
-               "scale": self.scale, "data": self.data_label}
+               "reproduced": reproduced, "holds": verdict.holds, "reason": verdict.reason,
+               "evidence": dict(verdict.evidence) or None, "scale": self.scale, "data": self.data_label,
+               "scope": f"scale {self.scale}; data: {self.data_label}"}
         self.records[claim_id] = rec
         return rec
 
     def scoreboard(self) -> pd.DataFrame:
-        return pd.DataFrame([{k: r[k] for k in ("id", "paper", "reproduced", "holds", "reason")}
-                             for r in self.records.values()]).set_index("id")
+        """The claims recorded so far as a readable table (verdict, evidence, reason)."""
+        from .report import scoreboard_frame
+
+        return scoreboard_frame(self.records.values())
 
     def finish(self) -> dict[str, Any]:
         """Write scoreboard.json, provenance.json and index.json. Claims never evaluated are recorded as
         holds=None with the reason 'not evaluated in this run' so that nothing disappears silently."""
         for cid, c in self.claims.claims.items():
             if cid not in self.records:
-                self.record(cid, reproduced=None, holds=None, reason="not evaluated in this run")
+                self.record(cid, reproduced=None, reason="not evaluated in this run")
         ordered = [self.records[c] for c in self.claims.claims]
         atomic_write_json(self.dir / "scoreboard.json",
                           {"chapter": self.chapter, "title": self.claims.title, "scale": self.scale,
@@ -256,46 +285,3 @@ class Results:
         atomic_write_json(self.dir / "provenance.json", prov)
         atomic_write_json(self.dir / "index.json", self.index)
         return prov
-
-
-# ----------------------------------------------------------------------------------------------- report
-def collect_scoreboards(root: str | os.PathLike | None = None, scale: str | None = None) -> list[dict[str, Any]]:
-    """All scoreboard.json files under the results root (optionally one scale), sorted by chapter and scale."""
-    base = results_root(root)
-    pattern = f"*/{scale}/scoreboard.json" if scale else "*/*/scoreboard.json"
-    return [json.loads(p.read_text()) for p in sorted(base.glob(pattern))]
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, dict):
-        return "; ".join(f"{k}: {_fmt(x)}" for k, x in v.items())
-    if isinstance(v, list):
-        return ", ".join(_fmt(x) for x in v)
-    return str(v).replace("|", "\\|").replace("\n", " ")
-
-
-def report_markdown(root: str | os.PathLike | None = None, scale: str | None = None) -> str:
-    """The reproduction report: one section per chapter and scale, one row per claim."""
-    boards = collect_scoreboards(root, scale)
-    if not boards:
-        where = results_root(root)
-        return (f"No scoreboards found under `{where}`"
-                + (f" for scale `{scale}`" if scale else "") + ". Run the chapters first (`make book`).\n")
-    lines = []
-    for b in boards:
-        n = len(b["claims"])
-        held = sum(1 for c in b["claims"] if c["holds"] is True)
-        failed = sum(1 for c in b["claims"] if c["holds"] is False)
-        lines += [f"## {b['title']} (`{b['chapter']}`, scale `{b['scale']}`)", "",
-                  f"Data: {b['data']}. {held} of {n} claims hold, {failed} do not, {n - held - failed} undecided.",
-                  "", "| claim | statement | paper | reproduced | holds | reason |", "|---|---|---|---|---|---|"]
-        for c in b["claims"]:
-            mark = {True: "yes", False: "**no**", None: "n/a"}[c["holds"]]
-            lines.append(f"| `{c['id']}` | {_fmt(c['statement'])} | {_fmt(c['paper'])} | {_fmt(c['reproduced'])} "
-                         f"| {mark} | {_fmt(c['reason'])} |")
-        lines.append("")
-    return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""The reproduction report and the readable scoreboard: every chapter's claims with their verdicts, the evidence
+the verdicts rest on, and the committed reference run's verdict beside this build's."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from .contract import results_root
+from .reference import reference_dir
+
+VERDICT_TEXT = {True: "holds", False: "does not hold", None: "undecided"}
+KIND_TEXT = {"paper": "Claims of the paper", "check": "The book's own checks (not claims of the paper)"}
+
+
+def collect_scoreboards(root: str | os.PathLike | None = None, scale: str | None = None) -> list[dict[str, Any]]:
+    """All scoreboard.json files under the results root (optionally one scale), sorted by chapter and scale."""
+    base = results_root(root)
+    pattern = f"*/{scale}/scoreboard.json" if scale else "*/*/scoreboard.json"
+    return [json.loads(p.read_text()) for p in sorted(base.glob(pattern))]
+
+
+def fmt_value(v: Any, digits: int = 4) -> str:
+    """A value as a reader should see it: no Python reprs, floats to `digits` significant digits."""
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return "–" if v != v else f"{v:.{digits}g}"
+    if isinstance(v, dict):
+        return "; ".join(f"{k}: {fmt_value(x, digits)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return ", ".join(fmt_value(x, digits) for x in v)
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def fmt_evidence(ev: dict[str, Any] | None) -> str:
+    """``n = 24; mean difference +5.1, 95 % CI [2.0, 8.3]`` or the threshold rule that decided the claim."""
+    if not ev:
+        return "–"
+    parts = []
+    if ev.get("n") is not None:
+        parts.append(f"n = {ev['n']}")
+    eff = ev.get("effect")
+    if ev.get("ci"):
+        lo, hi = ev["ci"]
+        parts.append(f"mean difference {eff:+.3g}, CI [{lo:.3g}, {hi:.3g}]")
+    elif eff is not None:
+        parts.append(f"measured {fmt_value(eff, 3)}")
+    if ev.get("per_seed_effects"):
+        parts.append("per seed " + ", ".join(f"{x:+.3g}" for x in ev["per_seed_effects"]))
+    parts.append(str(ev.get("test", "")))
+    return "; ".join(p for p in parts if p).replace("|", "\\|")
+
+
+def fmt_verdict(holds: bool | None, reason: str | None = None) -> str:
+    text = VERDICT_TEXT[holds]
+    return f"{text} ({reason})" if reason and holds is not True else text
+
+
+def scoreboard_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """The scoreboard as a readable table (for notebooks): one row per claim."""
+    rows = [{"claim": r["id"], "kind": "paper claim" if r.get("kind", "paper") == "paper" else "book check",
+             "paper": fmt_value(r.get("paper")), "reproduced": fmt_value(r.get("reproduced")),
+             "verdict": VERDICT_TEXT[r["holds"]], "evidence": fmt_evidence(r.get("evidence")),
+             "reason": r.get("reason") or ""} for r in records]
+    return pd.DataFrame(rows).set_index("claim")
+
+
+def counts(claims: list[dict[str, Any]]) -> str:
+    held = sum(1 for c in claims if c["holds"] is True)
+    failed = sum(1 for c in claims if c["holds"] is False)
+    return f"{held} of {len(claims)} hold, {failed} do not, {len(claims) - held - failed} undecided"
+
+
+def _reference_board(chapter: str, scale: str, reference_root: Path | None) -> tuple[dict | None, str]:
+    """The committed reference scoreboard of `chapter` at `scale` (else at laptop scale), with its scale."""
+    for s in dict.fromkeys([scale, "laptop"]):
+        p = reference_dir(chapter, s, reference_root) / "scoreboard.json"
+        if p.exists():
+            return json.loads(p.read_text()), s
+    return None, ""
+
+
+def report_markdown(root: str | os.PathLike | None = None, scale: str | None = None, *,
+                    reference_root: str | os.PathLike | None = None) -> str:
+    """The reproduction report: one section per chapter and scale; paper claims and the book's own checks in
+    separate tables; each claim's verdict beside the committed reference run's."""
+    boards = collect_scoreboards(root, scale)
+    if not boards:
+        where = results_root(root)
+        return (f"No scoreboards found under `{where}`"
+                + (f" for scale `{scale}`" if scale else "") + ". Run the chapters first (`make book`).\n")
+    ref_root = Path(reference_root) if reference_root else None
+    lines = []
+    for b in boards:
+        ref, ref_scale = _reference_board(b["chapter"], b["scale"], ref_root)
+        ref_recs = {c["id"]: c for c in ref["claims"]} if ref else {}
+        paper = [c for c in b["claims"] if c.get("kind", "paper") == "paper"]
+        checks = [c for c in b["claims"] if c.get("kind", "paper") != "paper"]
+        lines += [f"## {b['title']} (`{b['chapter']}`, scale `{b['scale']}`)", "",
+                  f"Every verdict in this section holds at scale `{b['scale']}` on this data only: {b['data']}.", ""]
+        summary = []
+        if paper:
+            summary.append(f"Claims of the paper: {counts(paper)}.")
+        if checks:
+            summary.append(f"The book's own checks: {counts(checks)}.")
+        lines += [" ".join(summary), ""]
+        ref_col = f"reference ({ref_scale})" if ref else "reference"
+        if not ref:
+            lines += ["No committed reference run for this chapter (`book/reference/`).", ""]
+        for kind, group in (("paper", paper), ("check", checks)):
+            if not group:
+                continue
+            lines += [f"**{KIND_TEXT[kind]}**", "",
+                      f"| claim | paper | reproduced | evidence | verdict | {ref_col} |", "|---|---|---|---|---|---|"]
+            for c in group:
+                r = ref_recs.get(c["id"])
+                rv = fmt_verdict(r["holds"]) if r else "–"
+                lines.append(f"| `{c['id']}`: {fmt_value(c['statement'])} | {fmt_value(c['paper'])} | "
+                             f"{fmt_value(c['reproduced'])} | {fmt_evidence(c.get('evidence'))} | "
+                             f"**{fmt_verdict(c['holds'], fmt_value(c['reason']) if c['reason'] else None)}** | "
+                             f"{rv} |")
+            lines.append("")
+    return "\n".join(lines)
