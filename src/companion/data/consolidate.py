@@ -67,7 +67,7 @@ INDEX_FILE = "index.csv"
 def _fetch_hint(m: Manifest) -> str:
     """The command (and, for gated data, the manual step) that makes dataset `m` readable."""
     if m.access == "open" and m.files:
-        unhashed = any(rf.hash is None for rf in m.files)
+        unhashed = any(not rf.hashes for rf in m.files)
         cmd = f"companion data fetch {m.id}" + (" --allow-unverified" if unhashed else "")
         note = " (the manifest records no checksum, hence --allow-unverified)" if unhashed else ""
         return f"run `{cmd}` (or `python -m {cmd}`){note}"
