@@ -18,8 +18,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         ms = sorted(load_manifests().values(), key=lambda m: m.id)
-        rows = [[m.id, m.access, m.license or "not stated", ",".join(m.chapters), m.size or "-"] for m in ms]
-        print(_table(rows, ["id", "access", "license", "chapters", "size"]))
+        rows = [[m.id, m.access, m.license or "not stated", ",".join(m.chapters), m.size or "-", m.checksums or "-"]
+                for m in ms]
+        print(_table(rows, ["id", "access", "license", "chapters", "size", "checksums"]))
         return 0
     if args.action == "status":
         rows = [[s.id, s.access, s.state, s.where] for s in f.status(args.id)]

@@ -1,6 +1,7 @@
 """The real manifests: every dataset of the four papers is there, valid, and listed by `companion data list`."""
 import pytest
 
+from companion.build import datasets_markdown
 from companion.cli import main
 from companion.data.manifests import ACCESS_LEVELS, load_manifests
 
@@ -43,9 +44,26 @@ def test_cli_data_list_shows_access_and_license(capsys):
     assert main(["data", "list"]) == 0
     out = capsys.readouterr().out
     ms = load_manifests()
+    assert out.splitlines()[0].split()[-1] == "checksums"
     for m in ms.values():
         line = next(l for l in out.splitlines() if l.split()[0] == m.id)
         assert m.access in line and (m.license or "not stated").split()[0] in line
+        assert line.rstrip().endswith(m.checksums or "-"), line
+
+
+def test_checksum_summary():
+    ms = load_manifests()
+    assert ms["ixi"].checksums == "md5" and ms["brats2019"].checksums is None
+
+
+def test_datasets_page_rows_follow_the_manifests():
+    page = datasets_markdown()
+    header = page.splitlines()[0]
+    assert "| checksums |" in header
+    col = [c.strip() for c in header.split("|")].index("checksums")
+    for m in load_manifests().values():
+        row = next(r for r in page.splitlines() if f"(`{m.id}`)" in r)
+        assert [c.strip() for c in row.split("|")][col] == (m.checksums or "–"), row
 
 
 def test_cli_status_and_errors(capsys, tmp_path, monkeypatch):
