@@ -40,6 +40,31 @@ def test_published_checksums_are_recorded_where_given_to_us():
         assert h in hashes, h
 
 
+THIRD_PARTY_SHA256 = {  # issue 13: torch_em's values, each named with its source in the manifest's notes
+    ("hipas", "annotation.zip"): ("8badcebd8c82d5ac0c1ea38d08d482efd37c78712009e7839f8339eee11f82ce", "4fa51ac"),
+    ("aeropath", "AeroPath.zip"): ("996b6bd7c79b71a871568293bf6927a52e8e73c1a4dadc1b0975ce3eec3e42ee", "3db1c5e"),
+    ("msd_task01_braintumour", "Task01_BrainTumour.tar"):
+        ("d423911308d2ae5396d9c6bf4fad2b68cfde2dd09044269da9c0d639c22753c4", "medical/msd.py"),
+    ("msd_task08_hepaticvessel", "Task08_HepaticVessel.tar"):
+        ("ee880799f12e3b6e1ef2f8645f6626c5b39de77a4f1eae6f496c25fbf306ba04", "medical/msd.py"),
+}
+
+
+def test_third_party_checksums_recorded_with_their_source():
+    ms = load_manifests()
+    for (did, name), (sha, source) in THIRD_PARTY_SHA256.items():
+        rf = next(f for f in ms[did].files if f.name == name)
+        assert f"sha256:{sha}" in rf.hashes, did
+        assert "torch_em" in ms[did].notes and source in ms[did].notes, did
+    for did in ("msd_task01_braintumour", "msd_task08_hepaticvessel"):  # MONAI's md5 kept beside the sha256
+        assert [a for a, _ in ms[did].files[0].checks] == ["md5", "sha256"] and ms[did].checksums == "md5+sha256"
+    assert ms["hipas"].checksums == "sha256 (1 of 2 files)"  # none published for ct_scan.zip
+    assert ms["aeropath"].size == "about 5.04 GB" and "aeropath-load-dataset-example.ipynb" in ms["aeropath"].notes
+    # the direct ?download=1 URL is torch_em's; the official README gives the record page and DOI only
+    notes = " ".join(ms["aeropath"].notes.split())
+    assert "does not give a file URL" in notes and "are given in the official README" not in notes
+
+
 def test_cli_data_list_shows_access_and_license(capsys):
     assert main(["data", "list"]) == 0
     out = capsys.readouterr().out
