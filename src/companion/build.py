@@ -53,6 +53,8 @@ def datasets_markdown() -> str:
         cite = f"{{cite:p}}`{m.id}`" if m.bibtex else m.citation.replace("|", "/")
         title = f"[{m.title}]({m.homepage})" if m.homepage else m.title
         access = "ships in a PyPI package" if m.is_packaged else ACCESS_TEXT[m.access]
+        if m.access != "open" and m.downloadable:
+            access += f"; the files download directly from {', '.join(m.download_hosts)}"
         rows.append(f"| {title} (`{m.id}`) | {', '.join(m.chapters)} | {access} | "
                     f"{m.license or 'not stated'} | {m.size or '–'} | {m.checksums or '–'} | {m.modality or '–'} | "
                     f"{cite} |")

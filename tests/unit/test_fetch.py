@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from companion.cli import main
 from companion.data import download as F
 from companion.data.manifests import ManifestError, _load_all, load_manifests
 
@@ -72,7 +73,7 @@ def _manifest(mdir: Path, did: str, url: str, name: str, digest: str | None, siz
     m = {"id": did, "title": did, "chapters": ["vessel_data"], "homepage": "http://127.0.0.1/", "access": access,
          "license": "CC0", "citation": "fixture", "layout": "x", "loader": "none",
          "files": [{"url": url, "name": name, "hash": hashes if hashes is not None else digest and f"sha256:{digest}",
-                    "size_bytes": size, "extract": extract}] if access == "open" else [],
+                    "size_bytes": size, "extract": extract}] if url else [],
          "manual": None if access == "open" else "Ask the fixture's authors."}
     (mdir / f"{did}.yaml").write_text(yaml.safe_dump(m))
     _load_all.cache_clear()
@@ -288,6 +289,31 @@ def test_gated_dataset_explains_manual_placement_then_extracts(env):
     F.fetch("gated", progress=False)
     assert (ddir / "gated" / "gated" / "img.txt").exists()
     assert F.verify("gated") == []
+
+
+def test_registration_data_served_without_login_is_fetched_with_a_note(server, env, capsys):
+    """ATM'22's case: the terms ask for registration, the host serves the files; fetch works and says so."""
+    www, base = server
+    mdir, ddir = env
+    payload = _zip_bytes({"reg/img.txt": b"r"})
+    (www / "reg.zip").write_bytes(payload)
+    _manifest(mdir, "reg", f"{base}/reg.zip", "reg.zip", _sha(payload), access="registration")
+    host = base.split("//", 1)[1]
+    assert F.status("reg")[0].state == "register first, then companion data fetch reg"
+    assert main(["data", "list"]) == 0
+    assert f"registration ({host}: open download)" in capsys.readouterr().out
+    assert main(["data", "fetch", "reg"]) == 0
+    err = capsys.readouterr().err
+    assert f"has access 'registration' although {host} serves the files" in err and "Ask the fixture's authors" in err
+    assert (ddir / "reg" / "reg" / "img.txt").read_bytes() == b"r" and F.verify("reg") == []
+
+
+@pytest.mark.parametrize("access", ["request", "private", "unidentified"])
+def test_files_refused_for_data_that_cannot_be_downloaded(env, access):
+    mdir, _ = env
+    _manifest(mdir, "gatedfiles", "http://127.0.0.1/x.zip", "x.zip", "a" * 64, access=access)
+    with pytest.raises(ManifestError, match=f"access '{access}' cannot list files"):
+        load_manifests()
 
 
 def test_verify_detects_corruption_after_download(server, env):

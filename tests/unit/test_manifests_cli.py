@@ -7,8 +7,10 @@ from companion.data.manifests import ACCESS_LEVELS, load_manifests
 
 EXPECTED = {
     # open, direct download
-    "atm22", "aeropath", "hipas", "topcow2024", "ixi", "msd_task08_hepaticvessel", "msd_task01_braintumour",
+    "aeropath", "hipas", "topcow2024", "ixi", "msd_task08_hepaticvessel", "msd_task01_braintumour",
     "vesselmnist3d", "neurite_oasis",
+    # registration, but the files download directly (Zenodo)
+    "atm22",
     # registration / request / private / unidentified
     "aiib23", "parse2022", "insted", "costa", "vessap", "brats2019", "stroke_rost2010", "pulmonary_av",
     # shipped inside PyPI packages
@@ -25,7 +27,9 @@ def test_every_dataset_has_a_valid_manifest():
         if m.access == "open" and not m.is_packaged:
             assert m.files, f"{m.id}: open data needs files"
         if m.access != "open":
-            assert m.manual and not m.files, f"{m.id}: gated data has manual steps, no download"
+            assert m.manual, f"{m.id}: gated data has manual steps"
+        if m.access not in ("open", "registration"):
+            assert not m.files, f"{m.id}: data on request, private or unidentified have no download"
     assert ms["stroke_rost2010"].access == "private"
     assert ms["pulmonary_av"].access == "unidentified"
 
@@ -74,6 +78,22 @@ def test_cli_data_list_shows_access_and_license(capsys):
         line = next(l for l in out.splitlines() if l.split()[0] == m.id)
         assert m.access in line and (m.license or "not stated").split()[0] in line
         assert line.rstrip().endswith(m.checksums or "-"), line
+
+
+def test_atm22_needs_registration_but_downloads_directly(capsys, tmp_path, monkeypatch):
+    m = load_manifests()["atm22"]
+    assert m.access == "registration" and m.downloadable and m.download_hosts == ("zenodo.org",)
+    assert "atm22.grand-challenge.org/registration" in m.manual
+    notes = " ".join(m.notes.split())
+    assert "102957" in notes and "ATM-22-Related-Work" in notes and "download directly" in notes
+    assert main(["data", "list"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("atm22 "))
+    assert "registration (zenodo.org: open download)" in line
+    row = next(r for r in datasets_markdown().splitlines() if "(`atm22`)" in r)
+    assert "registration; the files download directly from zenodo.org" in row
+    monkeypatch.setenv("COMPANION_DATA", str(tmp_path))
+    assert main(["data", "status", "atm22"]) == 0
+    assert "register first, then companion data fetch atm22" in capsys.readouterr().out
 
 
 def test_checksum_summary():

@@ -9,6 +9,8 @@
   when complete.
 * Gated datasets (registration / request / private) cannot be downloaded: the user places the archive(s) in
   ``raw/`` as the manifest's ``manual`` text explains, then ``companion data fetch ID`` extracts and ``verify`` checks.
+  The exception is registration data whose manifest lists ``files`` (ATM'22): the terms ask for registration, but the
+  host serves the files without a login, so they are fetched and verified like open data.
 """
 from __future__ import annotations
 
@@ -335,7 +337,8 @@ def status(dataset_id: str | None = None) -> list[DatasetStatus]:
             where = str(root)
             state = {
                 "open": "not downloaded (companion data fetch %s)" % m.id,
-                "registration": "needs registration, then manual placement",
+                "registration": f"register first, then companion data fetch {m.id}" if m.downloadable
+                else "needs registration, then manual placement",
                 "request": "on request, then manual placement",
                 "private": "private: not obtainable",
                 "unidentified": "unidentified: not obtainable",

@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 ACCESS_LEVELS = ("open", "registration", "request", "private", "unidentified")
+DIRECT_ACCESS = ("open", "registration")  # levels whose manifests may list files that download directly
 EXTRACTORS = ("zip", "tar", "tar.gz", "rar", "none")
 HASH_ALGORITHMS = ("md5", "sha1", "sha256")
 HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64}
@@ -67,7 +69,20 @@ class Manifest:
 
     @property
     def downloadable(self) -> bool:
-        return self.access == "open" and bool(self.files)
+        """Files download directly: open data, or registration data whose host serves the files without a login."""
+        return self.access in DIRECT_ACCESS and bool(self.files)
+
+    @property
+    def download_hosts(self) -> tuple[str, ...]:
+        return tuple(sorted({urlsplit(rf.url).netloc for rf in self.files}))
+
+    @property
+    def access_summary(self) -> str:
+        """The access level, plus where gated data also download directly, e.g. 'registration (zenodo.org: open
+        download)': the terms ask for registration, the files themselves need no login."""
+        if self.access != "open" and self.downloadable:
+            return f"{self.access} ({', '.join(self.download_hosts)}: open download)"
+        return self.access
 
     @property
     def is_packaged(self) -> bool:
@@ -158,6 +173,9 @@ def _parse(path: Path) -> Manifest:
         raise ManifestError(f"{path}: loader_args.label_sub must be [regex, replacement]")
     if raw["access"] != "open" and not raw.get("manual"):
         raise ManifestError(f"{path}: access {raw['access']!r} needs 'manual' placement instructions")
+    if files and raw["access"] not in DIRECT_ACCESS:
+        raise ManifestError(f"{path}: access {raw['access']!r} cannot list files to download (only "
+                            f"{' or '.join(DIRECT_ACCESS)} can); move the URLs to 'manual' or 'notes'")
     return Manifest(
         id=raw["id"], title=raw["title"], chapters=tuple(raw["chapters"]), homepage=raw["homepage"],
         access=raw["access"], license=raw["license"], citation=str(raw["citation"]).strip(), files=tuple(files),
