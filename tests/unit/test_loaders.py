@@ -2,9 +2,10 @@
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 
 from companion.data.loaders import LayoutError, iter_samples
-from companion.data.manifests import load_manifests
+from companion.data.manifests import ManifestError, load_manifests
 
 
 def _nii(path, arr, zooms=(0.5, 0.5, 0.5)):
@@ -105,6 +106,21 @@ def test_every_loader_has_its_arguments():
         if m.loader == "none":
             continue
         assert m.loader_args.get("images") or m.loader_args.get("file"), m.id
+
+
+@pytest.mark.parametrize("args, complaint", [
+    ({"images": []}, "non-empty list of globs"),
+    ({"images": ["a/*.nii.gz", 3]}, "non-empty list of globs"),
+    ({"images": "a/*.nii.gz", "unlabelled": "ignore", "label_sub": ["a", "b"]}, "'error' or 'skip'"),
+    ({"images": "a/*.nii.gz", "unlabelled": "skip"}, "needs label_sub"),
+])
+def test_bad_loader_args_are_refused(tmp_path, monkeypatch, args, complaint):
+    m = {"id": "bad", "title": "bad", "chapters": ["vessel_data"], "homepage": "x", "access": "open", "license": None,
+         "citation": "x", "files": [], "layout": "x", "loader": "nifti_pairs", "loader_args": args}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(m))
+    with pytest.raises(ManifestError, match="loader_args") as exc:
+        load_manifests(tmp_path)
+    assert complaint in str(exc.value)
 
 
 def test_no_loader_is_a_clear_error():

@@ -22,7 +22,7 @@ HASH_ALGORITHMS = ("md5", "sha1", "sha256")
 HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64}
 LOADERS = ("nifti_pairs", "nifti_folder", "npz_arrays", "medmnist_npz", "tiff_stack", "neurite_oasis", "none")
 CHAPTER_IDS = ("vessel_data", "vaesselsparse", "vpbsd", "hyperbolic", "sparsevm")
-LOADER_ARGS = ("images", "label_sub", "case", "key", "file")
+LOADER_ARGS = ("images", "label_sub", "unlabelled", "case", "key", "file")
 REQUIRED = ("id", "title", "chapters", "homepage", "access", "license", "citation", "files", "layout", "loader")
 
 
@@ -171,6 +171,16 @@ def _parse(path: Path) -> Manifest:
     sub = loader_args.get("label_sub")
     if sub is not None and not (isinstance(sub, list) and len(sub) == 2 and all(isinstance(x, str) for x in sub)):
         raise ManifestError(f"{path}: loader_args.label_sub must be [regex, replacement]")
+    images = loader_args.get("images")
+    if images is not None and not (isinstance(images, str) or (
+            isinstance(images, list) and images and all(isinstance(x, str) and x for x in images))):
+        raise ManifestError(f"{path}: loader_args.images must be a glob or a non-empty list of globs, got {images!r}")
+    unlabelled = loader_args.get("unlabelled")
+    if unlabelled is not None and unlabelled not in ("error", "skip"):
+        raise ManifestError(f"{path}: loader_args.unlabelled must be 'error' or 'skip', got {unlabelled!r}")
+    if unlabelled is not None and sub is None:
+        raise ManifestError(f"{path}: loader_args.unlabelled needs label_sub (it says what to do with an image whose "
+                            f"label file is missing)")
     if raw["access"] != "open" and not raw.get("manual"):
         raise ManifestError(f"{path}: access {raw['access']!r} needs 'manual' placement instructions")
     if files and raw["access"] not in DIRECT_ACCESS:
