@@ -68,6 +68,25 @@ def test_nifti_layouts(data, dataset):
     assert len(list(iter_samples(dataset, check=False, limit=1))) == 1
 
 
+def test_topcow_unannotated_validation_images_are_skipped(data):
+    """TopCoW 2024 also ships 10 unannotated validation images: they are not paired with labels, wherever they sit."""
+    root = data / "topcow2024"
+    for i, (img, lab) in enumerate(NIFTI_LAYOUTS["topcow2024"]):
+        _nii(root / img, _vol(i))
+        _nii(root / lab, _vol(i))
+    for n in range(1, 11):  # unannotated: images without a cow_seg label
+        _nii(root / f"TopCoW2024_Data_Release/imagesTr/topcow_{'ct' if n % 2 else 'mr'}_{900 + n}_0000.nii.gz", _vol(n))
+    samples = list(iter_samples("topcow2024", check=False))
+    assert [s.case for s in samples] == CASES["topcow2024"]
+    assert all(s.target is not None for s in samples)
+
+
+def test_skipping_unlabelled_images_still_needs_some_labels(data):
+    _nii(data / "topcow2024/TopCoW2024_Data_Release/imagesTr/topcow_ct_001_0000.nii.gz", _vol(0))
+    with pytest.raises(LayoutError, match="none of the 1 image"):
+        list(iter_samples("topcow2024", check=False))
+
+
 def test_missing_label_and_missing_files_are_clear(data):
     _nii(data / "atm22/TrainBatch1/imagesTr/ATM_001_0000.nii.gz", _vol(0))
     with pytest.raises(LayoutError, match="labelsTr/ATM_001_0000.nii.gz"):
