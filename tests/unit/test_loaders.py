@@ -87,6 +87,27 @@ def test_skipping_unlabelled_images_still_needs_some_labels(data):
         list(iter_samples("topcow2024", check=False))
 
 
+@pytest.mark.parametrize("top", ["", "MICCAI_BraTS_2019_Data_Training/"])
+def test_brats2019_read_as_extracted_or_one_folder_up(data, top):
+    root = data / "brats2019"
+    for i, (img, lab) in enumerate(NIFTI_LAYOUTS["brats2019"]):
+        _nii(root / (top + img), _vol(i))
+        _nii(root / (top + lab), _vol(i))
+    samples = list(iter_samples("brats2019", check=False))
+    assert [s.case for s in samples] == CASES["brats2019"]
+    assert [s.path for s in samples] == [top + img for img, _ in NIFTI_LAYOUTS["brats2019"]]
+
+
+def test_brats2019_at_both_depths_is_refused(data):
+    root = data / "brats2019"
+    for top in ("", "MICCAI_BraTS_2019_Data_Training/"):
+        img, lab = NIFTI_LAYOUTS["brats2019"][0]
+        _nii(root / (top + img), _vol(0))
+        _nii(root / (top + lab), _vol(0))
+    with pytest.raises(LayoutError, match="case 'BraTS19_A_1' found twice"):
+        list(iter_samples("brats2019", check=False))
+
+
 def test_missing_label_and_missing_files_are_clear(data):
     _nii(data / "atm22/TrainBatch1/imagesTr/ATM_001_0000.nii.gz", _vol(0))
     with pytest.raises(LayoutError, match="labelsTr/ATM_001_0000.nii.gz"):
