@@ -96,6 +96,11 @@ def test_atm22_needs_registration_but_downloads_directly(capsys, tmp_path, monke
     assert "register first, then companion data fetch atm22" in capsys.readouterr().out
 
 
+def test_ixi_577_cites_the_torchio_version_that_has_it():
+    m = load_manifests()["ixi"]
+    assert "v1.2.1" in str(m.published_stats["n_subjects_T1_and_T2"]) and "75bf207c" in m.notes
+
+
 def test_checksum_summary():
     ms = load_manifests()
     assert ms["ixi"].checksums == "md5" and ms["brats2019"].checksums is None
