@@ -87,7 +87,7 @@ def test_atm22_needs_registration_but_downloads_directly(capsys, tmp_path, monke
     notes = " ".join(m.notes.split())
     assert "102957" in notes and "ATM-22-Related-Work" in notes and "download directly" in notes
     assert main(["data", "list"]) == 0
-    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("atm22 "))
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("atm22 "))
     assert "registration (zenodo.org: open download)" in line
     row = next(r for r in datasets_markdown().splitlines() if "(`atm22`)" in r)
     assert "registration; the files download directly from zenodo.org" in row

@@ -109,7 +109,8 @@ def manifest_dir() -> Path:
 
 
 def _parse_hashes(path: Path, i: int, value: Any) -> tuple[str, ...]:
-    """``files[i].hash``: null, one ``"algorithm:hex"`` string, or a list of them (one per algorithm, all must match)."""
+    """``files[i].hash``: null, one ``"algorithm:hex"`` string, or a list of them (one per algorithm; all must
+    match)."""
     if value is None:
         return ()
     values = value if isinstance(value, list) else [value]
