@@ -47,13 +47,17 @@ def execute_chapter(chapter: str, scale: str, out_path: Path, *, results: Path, 
 
 def datasets_markdown() -> str:
     """The datasets page's table, generated from data_manifests/."""
-    rows = ["| dataset | chapters | access | license | size | modality | citation |", "|---|---|---|---|---|---|---|"]
+    rows = ["| dataset | chapters | access | license | size | checksums | modality | citation |",
+            "|---|---|---|---|---|---|---|---|"]
     for m in sorted(load_manifests().values(), key=lambda m: (m.access, m.id)):
         cite = f"{{cite:p}}`{m.id}`" if m.bibtex else m.citation.replace("|", "/")
         title = f"[{m.title}]({m.homepage})" if m.homepage else m.title
         access = "ships in a PyPI package" if m.is_packaged else ACCESS_TEXT[m.access]
+        if m.access != "open" and m.downloadable:
+            access += f"; the files download directly from {', '.join(m.download_hosts)}"
         rows.append(f"| {title} (`{m.id}`) | {', '.join(m.chapters)} | {access} | "
-                    f"{m.license or 'not stated'} | {m.size or '–'} | {m.modality or '–'} | {cite} |")
+                    f"{m.license or 'not stated'} | {m.size or '–'} | {m.checksums or '–'} | {m.modality or '–'} | "
+                    f"{cite} |")
     return "\n".join(rows) + "\n"
 
 

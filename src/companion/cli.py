@@ -14,12 +14,13 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from .data import download as f
-    from .data.manifests import load_manifests
+    from .data.manifests import get_manifest, load_manifests
 
     if args.action == "list":
         ms = sorted(load_manifests().values(), key=lambda m: m.id)
-        rows = [[m.id, m.access, m.license or "not stated", ",".join(m.chapters), m.size or "-"] for m in ms]
-        print(_table(rows, ["id", "access", "license", "chapters", "size"]))
+        rows = [[m.id, m.access_summary, m.license or "not stated", ",".join(m.chapters), m.size or "-",
+                 m.checksums or "-"] for m in ms]
+        print(_table(rows, ["id", "access", "license", "chapters", "size", "checksums"]))
         return 0
     if args.action == "status":
         rows = [[s.id, s.access, s.state, s.where] for s in f.status(args.id)]
@@ -33,6 +34,10 @@ def cmd_data(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.action == "fetch":
+            m = get_manifest(args.id)
+            if m.access != "open" and m.downloadable:  # e.g. atm22: the terms ask for registration, the host does not
+                print(f"note: {m.id} has access '{m.access}' although {', '.join(m.download_hosts)} serves the files "
+                      f"without a login:\n{(m.manual or '').strip()}", file=sys.stderr)
             path = f.fetch(args.id, allow_unverified=args.allow_unverified)
             print(f"{args.id}: ready in {path}")
             return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import json
 import tarfile
 import threading
 import zipfile
@@ -12,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from companion.cli import main
 from companion.data import download as F
-from companion.data.manifests import _load_all
+from companion.data.manifests import ManifestError, _load_all, load_manifests
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -66,11 +68,12 @@ def _zip_bytes(members: dict[str, bytes]) -> bytes:
 
 
 def _manifest(mdir: Path, did: str, url: str, name: str, digest: str | None, size: int | None = None,
-              extract: str = "zip", access: str = "open") -> None:
+              extract: str = "zip", access: str = "open", hashes: list[str] | None = None) -> None:
+    """Write a one-file manifest; `hashes` (a list of "algo:hex") replaces the single sha256 `digest`."""
     m = {"id": did, "title": did, "chapters": ["vessel_data"], "homepage": "http://127.0.0.1/", "access": access,
          "license": "CC0", "citation": "fixture", "layout": "x", "loader": "none",
-         "files": [{"url": url, "name": name, "hash": digest and f"sha256:{digest}", "size_bytes": size,
-                    "extract": extract}] if access == "open" else [],
+         "files": [{"url": url, "name": name, "hash": hashes if hashes is not None else digest and f"sha256:{digest}",
+                    "size_bytes": size, "extract": extract}] if url else [],
          "manual": None if access == "open" else "Ask the fixture's authors."}
     (mdir / f"{did}.yaml").write_text(yaml.safe_dump(m))
     _load_all.cache_clear()
@@ -78,6 +81,10 @@ def _manifest(mdir: Path, did: str, url: str, name: str, digest: str | None, siz
 
 def _sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
+
+
+def _md5(b: bytes) -> str:
+    return hashlib.md5(b).hexdigest()
 
 
 def _left_behind(ddir: Path) -> list[Path]:
@@ -111,6 +118,57 @@ def test_wrong_hash_rejected_and_nothing_left(server, env):
     msg = str(exc.value)
     assert wrong in msg and _sha(payload) in msg and "removed" in msg
     assert _left_behind(ddir) == []
+
+
+def test_several_hashes_all_checked(server, env):
+    www, base = server
+    mdir, ddir = env
+    payload = _zip_bytes({"multi/a.txt": b"a"})
+    (www / "multi.zip").write_bytes(payload)
+    _manifest(mdir, "multi", f"{base}/multi.zip", "multi.zip", None,
+              hashes=[f"md5:{_md5(payload)}", f"sha256:{_sha(payload)}"])
+    root = F.fetch("multi", progress=False)
+    assert (root / "multi" / "a.txt").read_bytes() == b"a" and F.verify("multi") == []
+    marker = json.loads((root / F.MARKER).read_text())
+    assert marker["files"]["multi.zip"] == [f"md5:{_md5(payload)}", f"sha256:{_sha(payload)}"]
+    (root / "raw" / "multi.zip").write_bytes(b"corrupted")  # verify checks every value
+    problems = F.verify("multi")
+    assert len(problems) == 1 and "md5 checksum mismatch" in problems[0] and "sha256 checksum mismatch" in problems[0]
+
+
+@pytest.mark.parametrize("wrong", ["md5", "sha256"])
+def test_several_hashes_one_wrong_refused_and_nothing_left(server, env, wrong):
+    """A file that matches one recorded checksum but not the other is refused; which one is wrong does not matter."""
+    www, base = server
+    mdir, ddir = env
+    payload = _zip_bytes({"a.txt": b"a" * 100})
+    (www / "one.zip").write_bytes(payload)
+    good = {"md5": _md5(payload), "sha256": _sha(payload)}
+    bad = dict(good, **{wrong: {"md5": _md5, "sha256": _sha}[wrong](b"another file")})
+    _manifest(mdir, "onewrong", f"{base}/one.zip", "one.zip", None, size=len(payload),
+              hashes=[f"md5:{bad['md5']}", f"sha256:{bad['sha256']}"])
+    with pytest.raises(F.ChecksumError) as exc:
+        F.fetch("onewrong", progress=False)
+    msg = str(exc.value)
+    right = "sha256" if wrong == "md5" else "md5"
+    assert f"{wrong} checksum mismatch: expected {bad[wrong]}, got {good[wrong]}" in msg
+    assert f"{right} checksum mismatch" not in msg and f"the {right} matched" in msg and "removed" in msg
+    assert _left_behind(ddir) == []
+
+
+@pytest.mark.parametrize("value, complaint", [
+    ([], "empty list"),
+    (["sha256:" + "a" * 64, "sha256:" + "b" * 64], "two sha256 values"),
+    (["md5:" + "a" * 31], "a md5 digest has 32 hex digits, not 31"),
+    (["sha256:" + "A" * 64], "lowercase hex"),
+    ("crc32:1234abcd", "md5|sha1|sha256"),
+])
+def test_malformed_hash_lists_are_refused_with_the_field_named(env, value, complaint):
+    mdir, _ = env
+    _manifest(mdir, "badlist", "http://127.0.0.1/x.zip", "x.zip", None, hashes=value)
+    with pytest.raises(ManifestError, match="files\\[0\\].hash") as exc:
+        load_manifests()
+    assert complaint in str(exc.value) and "badlist.yaml" in str(exc.value)
 
 
 def test_truncated_file_rejected_by_size_and_hash(server, env):
@@ -231,6 +289,31 @@ def test_gated_dataset_explains_manual_placement_then_extracts(env):
     F.fetch("gated", progress=False)
     assert (ddir / "gated" / "gated" / "img.txt").exists()
     assert F.verify("gated") == []
+
+
+def test_registration_data_served_without_login_is_fetched_with_a_note(server, env, capsys):
+    """ATM'22's case: the terms ask for registration, the host serves the files; fetch works and says so."""
+    www, base = server
+    mdir, ddir = env
+    payload = _zip_bytes({"reg/img.txt": b"r"})
+    (www / "reg.zip").write_bytes(payload)
+    _manifest(mdir, "reg", f"{base}/reg.zip", "reg.zip", _sha(payload), access="registration")
+    host = base.split("//", 1)[1]
+    assert F.status("reg")[0].state == "register first, then companion data fetch reg"
+    assert main(["data", "list"]) == 0
+    assert f"registration ({host}: open download)" in capsys.readouterr().out
+    assert main(["data", "fetch", "reg"]) == 0
+    err = capsys.readouterr().err
+    assert f"has access 'registration' although {host} serves the files" in err and "Ask the fixture's authors" in err
+    assert (ddir / "reg" / "reg" / "img.txt").read_bytes() == b"r" and F.verify("reg") == []
+
+
+@pytest.mark.parametrize("access", ["request", "private", "unidentified"])
+def test_files_refused_for_data_that_cannot_be_downloaded(env, access):
+    mdir, _ = env
+    _manifest(mdir, "gatedfiles", "http://127.0.0.1/x.zip", "x.zip", "a" * 64, access=access)
+    with pytest.raises(ManifestError, match=f"access '{access}' cannot list files"):
+        load_manifests()
 
 
 def test_verify_detects_corruption_after_download(server, env):

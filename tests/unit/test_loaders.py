@@ -2,9 +2,10 @@
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 
 from companion.data.loaders import LayoutError, iter_samples
-from companion.data.manifests import load_manifests
+from companion.data.manifests import ManifestError, load_manifests
 
 
 def _nii(path, arr, zooms=(0.5, 0.5, 0.5)):
@@ -67,6 +68,46 @@ def test_nifti_layouts(data, dataset):
     assert len(list(iter_samples(dataset, check=False, limit=1))) == 1
 
 
+def test_topcow_unannotated_validation_images_are_skipped(data):
+    """TopCoW 2024 also ships 10 unannotated validation images: they are not paired with labels, wherever they sit."""
+    root = data / "topcow2024"
+    for i, (img, lab) in enumerate(NIFTI_LAYOUTS["topcow2024"]):
+        _nii(root / img, _vol(i))
+        _nii(root / lab, _vol(i))
+    for n in range(1, 11):  # unannotated: images without a cow_seg label
+        _nii(root / f"TopCoW2024_Data_Release/imagesTr/topcow_{'ct' if n % 2 else 'mr'}_{900 + n}_0000.nii.gz", _vol(n))
+    samples = list(iter_samples("topcow2024", check=False))
+    assert [s.case for s in samples] == CASES["topcow2024"]
+    assert all(s.target is not None for s in samples)
+
+
+def test_skipping_unlabelled_images_still_needs_some_labels(data):
+    _nii(data / "topcow2024/TopCoW2024_Data_Release/imagesTr/topcow_ct_001_0000.nii.gz", _vol(0))
+    with pytest.raises(LayoutError, match="none of the 1 image"):
+        list(iter_samples("topcow2024", check=False))
+
+
+@pytest.mark.parametrize("top", ["", "MICCAI_BraTS_2019_Data_Training/"])
+def test_brats2019_read_as_extracted_or_one_folder_up(data, top):
+    root = data / "brats2019"
+    for i, (img, lab) in enumerate(NIFTI_LAYOUTS["brats2019"]):
+        _nii(root / (top + img), _vol(i))
+        _nii(root / (top + lab), _vol(i))
+    samples = list(iter_samples("brats2019", check=False))
+    assert [s.case for s in samples] == CASES["brats2019"]
+    assert [s.path for s in samples] == [top + img for img, _ in NIFTI_LAYOUTS["brats2019"]]
+
+
+def test_brats2019_at_both_depths_is_refused(data):
+    root = data / "brats2019"
+    for top in ("", "MICCAI_BraTS_2019_Data_Training/"):
+        img, lab = NIFTI_LAYOUTS["brats2019"][0]
+        _nii(root / (top + img), _vol(0))
+        _nii(root / (top + lab), _vol(0))
+    with pytest.raises(LayoutError, match="case 'BraTS19_A_1' found twice"):
+        list(iter_samples("brats2019", check=False))
+
+
 def test_missing_label_and_missing_files_are_clear(data):
     _nii(data / "atm22/TrainBatch1/imagesTr/ATM_001_0000.nii.gz", _vol(0))
     with pytest.raises(LayoutError, match="labelsTr/ATM_001_0000.nii.gz"):
@@ -105,6 +146,21 @@ def test_every_loader_has_its_arguments():
         if m.loader == "none":
             continue
         assert m.loader_args.get("images") or m.loader_args.get("file"), m.id
+
+
+@pytest.mark.parametrize("args, complaint", [
+    ({"images": []}, "non-empty list of globs"),
+    ({"images": ["a/*.nii.gz", 3]}, "non-empty list of globs"),
+    ({"images": "a/*.nii.gz", "unlabelled": "ignore", "label_sub": ["a", "b"]}, "'error' or 'skip'"),
+    ({"images": "a/*.nii.gz", "unlabelled": "skip"}, "needs label_sub"),
+])
+def test_bad_loader_args_are_refused(tmp_path, monkeypatch, args, complaint):
+    m = {"id": "bad", "title": "bad", "chapters": ["vessel_data"], "homepage": "x", "access": "open", "license": None,
+         "citation": "x", "files": [], "layout": "x", "loader": "nifti_pairs", "loader_args": args}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(m))
+    with pytest.raises(ManifestError, match="loader_args") as exc:
+        load_manifests(tmp_path)
+    assert complaint in str(exc.value)
 
 
 def test_no_loader_is_a_clear_error():

@@ -66,11 +66,12 @@ INDEX_FILE = "index.csv"
 # ----------------------------------------------------------------------------------------------- sources
 def _fetch_hint(m: Manifest) -> str:
     """The command (and, for gated data, the manual step) that makes dataset `m` readable."""
-    if m.access == "open" and m.files:
-        unhashed = any(rf.hash is None for rf in m.files)
+    if m.downloadable:
+        unhashed = any(not rf.hashes for rf in m.files)
         cmd = f"companion data fetch {m.id}" + (" --allow-unverified" if unhashed else "")
         note = " (the manifest records no checksum, hence --allow-unverified)" if unhashed else ""
-        return f"run `{cmd}` (or `python -m {cmd}`){note}"
+        first = f"register as {m.path.name} explains (`manual`), then " if m.access != "open" else ""
+        return f"{first}run `{cmd}` (or `python -m {cmd}`){note}"
     if m.access in ("registration", "request"):
         return (f"access is '{m.access}': obtain the archive(s) as {m.path.name} explains (`manual`), place them "
                 f"in {dataset_dir(m.id) / 'raw'}, then run `companion data fetch {m.id}` "

@@ -2,9 +2,13 @@
 ``loader_args``.  One generic reader per file format; the manifest says where the files are:
 
 ``loader_args`` (all optional except ``images``)
-    images      glob, relative to ``$COMPANION_DATA/<id>/``, matching one image file per case (sorted)
+    images      glob, relative to ``$COMPANION_DATA/<id>/``, matching one image file per case (sorted); or a list of
+                globs, e.g. the same layout one folder deeper (BraTS 2019 as extracted or as placed)
     label_sub   ``[regex, replacement]`` turning an image path (relative, '/'-separated) into its label path
-    case        regex whose first group, searched in the image path, is the case id (default: the file stem)
+    unlabelled  ``error`` (default: an image without its label means the layout is wrong) or ``skip`` (the release
+                also holds unannotated images, e.g. TopCoW 2024's validation images: they are not read)
+    case        regex whose first group, searched in the image path, is the case id (default: the file stem); a
+                case id must be unique
     key         array key inside ``.npz`` files (npz_arrays; default "data")
     file        the ``.npz`` file (medmnist_npz)
 
@@ -40,12 +44,14 @@ def _image_paths(m: Manifest, root: Path) -> list[Path]:
     pattern = m.loader_args.get("images")
     if not pattern:
         raise LayoutError(f"{m.id}: manifest gives no loader_args.images glob; expected layout:\n{m.layout}")
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
     # skip hidden files such as the macOS "._name" companions some archives (e.g. MSD) carry
-    paths = sorted(p for p in root.glob(pattern)
-                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    paths = sorted({p for pat in patterns for p in root.glob(pat)
+                    if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)})
     if not paths:
-        raise LayoutError(f"{m.id}: no file matches {pattern!r} under {root}. Expected layout (from the "
-                          f"manifest):\n{m.layout}\nIf the archive's layout differs, fix loader_args in {m.path}.")
+        raise LayoutError(f"{m.id}: no file matches {' or '.join(map(repr, patterns))} under {root}. Expected layout "
+                          f"(from the manifest):\n{m.layout}\nIf the archive's layout differs, fix loader_args in "
+                          f"{m.path}.")
     return paths
 
 
@@ -64,11 +70,34 @@ def _label_path(m: Manifest, root: Path, rel: str) -> Path | None:
     if not sub:
         return None
     pattern, repl = sub
-    label = root / re.sub(pattern, repl, rel)
-    if not label.exists():
-        raise LayoutError(f"{m.id}: label {label} for image {rel} not found (label_sub {sub!r}); "
-                          f"expected layout:\n{m.layout}")
-    return label
+    return root / re.sub(pattern, repl, rel)
+
+
+def _pairs(m: Manifest, root: Path) -> list[tuple[str, Path | None]]:
+    """(image path relative to `root`, label path or None) for every case, checked before anything is read."""
+    paths = _image_paths(m, root)
+    skip = m.loader_args.get("unlabelled", "error") == "skip"
+    pairs: list[tuple[str, Path | None]] = []
+    for p in paths:
+        rel = p.relative_to(root).as_posix()
+        label = _label_path(m, root, rel)
+        if label is not None and not label.exists():
+            if skip:  # an unannotated image the release is known to hold (manifest: unlabelled: skip)
+                continue
+            raise LayoutError(f"{m.id}: label {label} for image {rel} not found (label_sub "
+                              f"{m.loader_args['label_sub']!r}); expected layout:\n{m.layout}")
+        pairs.append((rel, label))
+    if not pairs:
+        raise LayoutError(f"{m.id}: none of the {len(paths)} image(s) under {root} has its label (label_sub "
+                          f"{m.loader_args['label_sub']!r}); expected layout:\n{m.layout}")
+    seen: dict[str, str] = {}
+    for rel, _ in pairs:
+        case = _case_id(m, rel)
+        if case in seen:
+            raise LayoutError(f"{m.id}: case {case!r} found twice, {seen[case]} and {rel} under {root} (the data "
+                              f"placed at two depths?); keep one copy. Expected layout:\n{m.layout}")
+        seen[case] = rel
+    return pairs
 
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -93,10 +122,8 @@ def _read_tiff(path: Path) -> np.ndarray:
 
 def _paired(reader: Callable[[Path], tuple[np.ndarray, tuple[float, ...]]]):
     def load(m: Manifest, root: Path, split: str | None) -> Iterator[Sample]:
-        for p in _image_paths(m, root):
-            rel = p.relative_to(root).as_posix()
-            image, spacing = reader(p)
-            lab = _label_path(m, root, rel)
+        for rel, lab in _pairs(m, root):
+            image, spacing = reader(root / rel)
             target = reader(lab)[0] if lab is not None else None
             yield Sample(_case_id(m, rel), image, target, spacing, rel)
 

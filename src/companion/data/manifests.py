@@ -11,15 +11,18 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 ACCESS_LEVELS = ("open", "registration", "request", "private", "unidentified")
+DIRECT_ACCESS = ("open", "registration")  # levels whose manifests may list files that download directly
 EXTRACTORS = ("zip", "tar", "tar.gz", "rar", "none")
 HASH_ALGORITHMS = ("md5", "sha1", "sha256")
+HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64}
 LOADERS = ("nifti_pairs", "nifti_folder", "npz_arrays", "medmnist_npz", "tiff_stack", "neurite_oasis", "none")
 CHAPTER_IDS = ("vessel_data", "vaesselsparse", "vpbsd", "hyperbolic", "sparsevm")
-LOADER_ARGS = ("images", "label_sub", "case", "key", "file")
+LOADER_ARGS = ("images", "label_sub", "unlabelled", "case", "key", "file")
 REQUIRED = ("id", "title", "chapters", "homepage", "access", "license", "citation", "files", "layout", "loader")
 
 
@@ -31,17 +34,14 @@ class ManifestError(ValueError):
 class RemoteFile:
     url: str
     name: str
-    hash: str | None  # "algorithm:hex" as published by the host, or None when the host publishes none
+    hashes: tuple[str, ...] = ()  # "algorithm:hex" values (all must match); empty when no checksum is known
     size_bytes: int | None = None
     extract: str = "none"
 
     @property
-    def algorithm(self) -> str | None:
-        return self.hash.split(":", 1)[0] if self.hash else None
-
-    @property
-    def digest(self) -> str | None:
-        return self.hash.split(":", 1)[1] if self.hash else None
+    def checks(self) -> tuple[tuple[str, str], ...]:
+        """(algorithm, hex digest) pairs, in the manifest's order."""
+        return tuple((algo, hexd) for algo, _, hexd in (h.partition(":") for h in self.hashes))
 
 
 @dataclass(frozen=True)
@@ -69,11 +69,35 @@ class Manifest:
 
     @property
     def downloadable(self) -> bool:
-        return self.access == "open" and bool(self.files)
+        """Files download directly: open data, or registration data whose host serves the files without a login."""
+        return self.access in DIRECT_ACCESS and bool(self.files)
+
+    @property
+    def download_hosts(self) -> tuple[str, ...]:
+        return tuple(sorted({urlsplit(rf.url).netloc for rf in self.files}))
+
+    @property
+    def access_summary(self) -> str:
+        """The access level, plus where gated data also download directly, e.g. 'registration (zenodo.org: open
+        download)': the terms ask for registration, the files themselves need no login."""
+        if self.access != "open" and self.downloadable:
+            return f"{self.access} ({', '.join(self.download_hosts)}: open download)"
+        return self.access
 
     @property
     def is_packaged(self) -> bool:
         return bool(self.packaged)
+
+    @property
+    def checksums(self) -> str | None:
+        """How the downloads are verified, e.g. ``md5+sha256``, ``sha256 (1 of 2 files)``, ``none``; None: no files."""
+        if not self.files:
+            return None
+        algos = [a for a in HASH_ALGORITHMS if any(a == algo for rf in self.files for algo, _ in rf.checks)]
+        hashed = sum(1 for rf in self.files if rf.hashes)
+        if not hashed:
+            return "none"
+        return "+".join(algos) + ("" if hashed == len(self.files) else f" ({hashed} of {len(self.files)} files)")
 
 
 def manifest_dir() -> Path:
@@ -82,6 +106,30 @@ def manifest_dir() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parents[3] / "data_manifests"
+
+
+def _parse_hashes(path: Path, i: int, value: Any) -> tuple[str, ...]:
+    """``files[i].hash``: null, one ``"algorithm:hex"`` string, or a list of them (one per algorithm; all must
+    match)."""
+    if value is None:
+        return ()
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ManifestError(f"{path}: files[{i}].hash is an empty list; write null when no checksum is known")
+    seen: set[str] = set()
+    for h in values:
+        algo, _, hexd = str(h).partition(":")
+        if algo not in HASH_ALGORITHMS or not re.fullmatch(r"[0-9a-f]+", hexd):
+            raise ManifestError(f"{path}: files[{i}].hash {h!r} must be 'md5|sha1|sha256:<lowercase hex>' "
+                                f"(or a list of such values, all of which must match)")
+        if len(hexd) != HEX_LENGTHS[algo]:
+            raise ManifestError(f"{path}: files[{i}].hash {h!r}: a {algo} digest has {HEX_LENGTHS[algo]} hex digits, "
+                                f"not {len(hexd)}; copy the value again from its source")
+        if algo in seen:
+            raise ManifestError(f"{path}: files[{i}].hash lists two {algo} values; they cannot both match, keep the "
+                                f"one whose source is right")
+        seen.add(algo)
+    return tuple(str(h) for h in values)
 
 
 def _parse(path: Path) -> Manifest:
@@ -108,18 +156,15 @@ def _parse(path: Path) -> Manifest:
         for key in ("url", "name"):
             if not f.get(key):
                 raise ManifestError(f"{path}: files[{i}] lacks {key!r}")
-        h = f.get("hash")
-        if h is not None:
-            algo, _, hexd = str(h).partition(":")
-            if algo not in HASH_ALGORITHMS or not re.fullmatch(r"[0-9a-f]+", hexd):
-                raise ManifestError(f"{path}: files[{i}].hash {h!r} must be 'md5|sha1|sha256:<lowercase hex>'")
+        hashes = _parse_hashes(path, i, f.get("hash"))
         extract = f.get("extract") or "none"
         if extract not in EXTRACTORS:
             raise ManifestError(f"{path}: files[{i}].extract {extract!r} not one of {', '.join(EXTRACTORS)}")
         name = str(f["name"])
         if "/" in name or "\\" in name or name in ("", ".", ".."):
             raise ManifestError(f"{path}: files[{i}].name {name!r} must be a plain file name")
-        files.append(RemoteFile(url=f["url"], name=name, hash=h, size_bytes=f.get("size_bytes"), extract=extract))
+        files.append(RemoteFile(url=f["url"], name=name, hashes=hashes, size_bytes=f.get("size_bytes"),
+                                extract=extract))
     loader_args = dict(raw.get("loader_args") or {})
     unknown = set(loader_args) - set(LOADER_ARGS)
     if unknown:
@@ -127,8 +172,21 @@ def _parse(path: Path) -> Manifest:
     sub = loader_args.get("label_sub")
     if sub is not None and not (isinstance(sub, list) and len(sub) == 2 and all(isinstance(x, str) for x in sub)):
         raise ManifestError(f"{path}: loader_args.label_sub must be [regex, replacement]")
+    images = loader_args.get("images")
+    if images is not None and not (isinstance(images, str) or (
+            isinstance(images, list) and images and all(isinstance(x, str) and x for x in images))):
+        raise ManifestError(f"{path}: loader_args.images must be a glob or a non-empty list of globs, got {images!r}")
+    unlabelled = loader_args.get("unlabelled")
+    if unlabelled is not None and unlabelled not in ("error", "skip"):
+        raise ManifestError(f"{path}: loader_args.unlabelled must be 'error' or 'skip', got {unlabelled!r}")
+    if unlabelled is not None and sub is None:
+        raise ManifestError(f"{path}: loader_args.unlabelled needs label_sub (it says what to do with an image whose "
+                            f"label file is missing)")
     if raw["access"] != "open" and not raw.get("manual"):
         raise ManifestError(f"{path}: access {raw['access']!r} needs 'manual' placement instructions")
+    if files and raw["access"] not in DIRECT_ACCESS:
+        raise ManifestError(f"{path}: access {raw['access']!r} cannot list files to download (only "
+                            f"{' or '.join(DIRECT_ACCESS)} can); move the URLs to 'manual' or 'notes'")
     return Manifest(
         id=raw["id"], title=raw["title"], chapters=tuple(raw["chapters"]), homepage=raw["homepage"],
         access=raw["access"], license=raw["license"], citation=str(raw["citation"]).strip(), files=tuple(files),
