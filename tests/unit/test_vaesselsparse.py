@@ -122,12 +122,19 @@ def test_torchrun_ddp_two_ranks_agree(tmp_path):
     assert state_digest(model) == ranks[0]["digest"]
 
 
-def test_cost_measurement_in_process():
-    vol = benchmark_volume(32, 0.02, seed=0)
-    assert vol.mean() >= 0.02
-    for kind in ("sparse", "dense"):
-        r = measure_step(kind, 32, 0.02, CI, steps=1)
-        assert r["step_s"] > 0 and r["peak_mb"] >= 0 and r["active_voxels"] == int(vol.sum())
+def test_cost_measurement_follows_active_voxels_for_sparse_only():
+    """Peak tensor memory (deterministic, unlike time) at one grid and 4x the occupancy: the sparse step's grows
+    with the active voxels, the dense step's does not."""
+    lo, hi = benchmark_volume(32, 0.01, seed=0), benchmark_volume(32, 0.04, seed=0)
+    assert lo.mean() >= 0.01 and hi.mean() >= 0.04 and hi.sum() > 3 * lo.sum()
+    r = {(kind, occ): measure_step(kind, 32, occ, CI, steps=1) for kind in ("sparse", "dense") for occ in (0.01, 0.04)}
+    assert r[("sparse", 0.01)]["active_voxels"] == int(lo.sum()) and r[("dense", 0.04)]["active_voxels"] == int(hi.sum())
+    assert all(x["step_s"] > 0 for x in r.values())
+    def activations(x):  # peak minus the fixed state: parameters, gradients and AdamW's two moments (float32)
+        return x["peak_mb"] - 4 * 4 * x["params"] / 2 ** 20
+
+    assert activations(r[("sparse", 0.04)]) > 1.8 * activations(r[("sparse", 0.01)])
+    assert activations(r[("dense", 0.04)]) == pytest.approx(activations(r[("dense", 0.01)]), rel=0.05)
     with pytest.raises(ValueError, match="occupancy"):
         benchmark_volume(32, 0.5)
 
@@ -145,7 +152,8 @@ class _Results:
 
 
 class _Run:
-    scale, cfg = "laptop", {"grid": 64, "epochs": 3, "bench_grids": [64, 128, 256], "bench_dense_max": 128}
+    scale, cfg = "laptop", {"grid": 64, "epochs": 3, "bench_grids": [64, 128, 256], "bench_dense_max": 128,
+                            "bench_occupancy_grid": 128}
 
     def __init__(self):
         self.results = _Results()
@@ -171,17 +179,31 @@ def _table1(per_volume):
     return rep.rename(columns=lambda c: f"{c} (reproduced)")
 
 
-def _cost(speedup128, mem128, sparse_times=(0.1, 0.8, 5.0)):
-    return pd.DataFrame({"active voxels": [5e3, 4e4, 3e5], "sparse step (s)": list(sparse_times),
+def _cost(speedup128, mem128):
+    return pd.DataFrame({"active voxels": [5e3, 4e4, 3e5], "sparse step (s)": [0.1, 0.8, 5.0],
                          "dense step (s)": [0.5, 0.5 * speedup128 * 10, np.nan],
                          "speed-up": [5.0, speedup128, np.nan], "memory ratio": [3.0, mem128, np.nan]},
                         index=pd.Index([64, 128, 256], name="grid"))
 
 
-def _claims(dice_shift, cost, guards=(None,)):
-    comp = pd.DataFrame({"latent values stored (mean)": {"VAEsselSparse": 100.0, "Dense VAE": 4096.0}})
+def _occupancy(sparse_times, dense_times=(15.0, 15.2, 14.9, 15.1)):
+    active = [2e4, 4e4, 8e4, 1.6e5]
+    return pd.DataFrame([{"model": m, "active_voxels": a, "step_s": t}
+                         for m, ts in (("sparse", sparse_times), ("dense", dense_times)) for a, t in zip(active, ts)])
+
+
+def _latents(sparse_positions, n=12, c=8, dense=4 ** 3 * 8):
+    return pd.DataFrame({"volume": range(n), "sparse numbers stored": [(p + i % 3) * (c + 3) for i, p in
+                                                                       enumerate([sparse_positions] * n)],
+                         "dense numbers stored": [dense] * n})
+
+
+def _claims(dice_shift, cost, occupancy=None, latents=None, guards=(None,), params=(1.0, 1.05)):
     run, pv = _Run(), _per_volume(dice_shift)
-    vs.record_claims(run, pv, _table1(pv), cost, comp, list(guards))
+    t1 = _table1(pv)
+    t1["# Params (M) (reproduced)"] = {"VAEsselSparse": params[0], "Dense VAE": params[1]}
+    vs.record_claims(run, pv, t1, cost, _occupancy((0.2, 0.4, 0.8, 1.7)) if occupancy is None else occupancy,
+                     _latents(10) if latents is None else latents, list(guards))
     return run.results.records
 
 
@@ -191,17 +213,31 @@ def test_claim_logic_can_fail():
     assert rec["sparse-beats-dense-cldice"][0] is True and rec["sparse-lower-betti0-error"][0] is True
     assert rec["sparse-lower-betti1-error"][0] is None and "spans 0" in rec["sparse-lower-betti1-error"][2]
     assert rec["cost-at-128"][0] is True and rec["similar-parameter-counts"][0] is True
-    assert rec["sparse-cost-follows-active-voxels"][0] is True  # slope ~0.96 (x8, x7.5 for x8, x7.5 voxels)
-    rec = _claims(-8.0, _cost(3.0, 12.0, sparse_times=(0.1, 0.8, 20.0)))
+    assert rec["sparse-cost-follows-active-voxels"][0] is True  # time doubles with the active voxels: slope ~1
+    assert rec["sparse-latent-smaller"][0] is True
+    rec = _claims(-8.0, _cost(3.0, 12.0), params=(1.0, 1.5),
+                  latents=_latents(60))  # 60-62 positions x 11 numbers > 512 dense values
     assert rec["sparse-beats-dense-dice"][0] is False and rec["sparse-beats-dense-dice"][2].startswith("reversed")
     assert rec["cost-at-128"][0] is False and "speed-up at 128³ = 3" in rec["cost-at-128"][2]
-    # time x8 then x25 for x8 then x7.5 the active voxels: slope ~1.3, still "roughly proportional"
-    assert rec["sparse-cost-follows-active-voxels"][0] is True
-    rec = _claims(0.0, _cost(3.0, 12.0, sparse_times=(0.1, 0.8, 200.0)))
+    assert rec["similar-parameter-counts"][0] is False and "0.5, not <= 0.1" in rec["similar-parameter-counts"][2]
+    assert rec["sparse-latent-smaller"][0] is False  # the coordinates count: more numbers than the dense latent
+    rec = _claims(0.0, _cost(3.0, 12.0), occupancy=_occupancy((0.2, 0.9, 4.0, 18.0)))
     assert rec["sparse-beats-dense-dice"][0] is None  # no real difference: undecided, whatever the mean's sign
-    assert rec["sparse-cost-follows-active-voxels"][0] is False  # slope ~1.85: super-linear
-    rec = _claims(0.0, _cost(3.0, 12.0, sparse_times=(1.0, 1.1, 1.3)))
+    assert rec["sparse-cost-follows-active-voxels"][0] is False  # slope ~2.2: super-linear
+    rec = _claims(0.0, _cost(3.0, 12.0), occupancy=_occupancy((1.0, 1.1, 1.2, 1.3)))
     assert rec["sparse-cost-follows-active-voxels"][0] is False  # flat: overhead, not voxels
+
+
+def test_cost_check_fails_for_a_dense_model():
+    """The check separates the two cost models: flat step times (a dense model at a fixed grid) fail it."""
+    occ = _occupancy((0.2, 0.4, 0.8, 1.7))
+    dense = occ[occ.model == "dense"]
+    v = vs.follows_active_voxels(dense["active_voxels"], dense["step_s"])
+    assert v.holds is False and "log-log slope" in v.reason
+    assert abs(vs.cost_slope(dense["active_voxels"], dense["step_s"])) < 0.05
+    sparse = occ[occ.model == "sparse"]
+    assert vs.follows_active_voxels(sparse["active_voxels"], sparse["step_s"]).holds is True
+    assert vs.follows_active_voxels([1e4, 2e4], [1.0, 2.0]).holds is None  # too few points to decide
 
 
 def test_degenerate_dense_model_is_never_beaten():
@@ -214,7 +250,7 @@ def test_degenerate_dense_model_is_never_beaten():
     full = [np.pad(np.ones((2, 2, 2), bool), 3)] * 3
     guards = vs.degeneracy({"Dense VAE": empty, "VAEsselSparse": full}, _State([1.0, 0.2]), _State([1.0, 0.5]))
     assert guards[0] == "the dense VAE predicts 3 empty maps on 3 of 3 cases" and not any(guards[1:])
-    rec = _claims(8.0, _cost(6.0, 12.0), guards)
+    rec = _claims(8.0, _cost(6.0, 12.0), guards=guards)
     for cid in ("sparse-beats-dense-dice", "sparse-beats-dense-cldice", "sparse-lower-betti0-error"):
         assert rec[cid][0] is None and rec[cid][2].startswith("degenerate: the dense VAE"), cid
         assert rec[cid][3]["ci"] is not None  # the interval is still reported

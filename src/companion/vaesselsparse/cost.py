@@ -2,7 +2,8 @@
 
 Each measurement runs in a fresh Python process (``python -m companion.vaesselsparse.cost``) so that its peak
 memory is its own: the process builds the model, the optimizer and one input volume, notes its resident memory,
-runs one warm-up step and ``steps`` timed steps (forward, loss, backward, optimizer step), and reports the median
+runs one warm-up step and ``steps`` timed steps (what a training step does: the sparse tensor and its neighbour
+tables built from the map, forward, loss, backward, optimizer step), and reports the median
 step time, the peak tensor memory of a step (CUDA: ``max_memory_allocated``; CPU: PyTorch's ``MemTracker`` on one
 extra step) and, on the CPU, the peak resident memory above the pre-step level.
 
@@ -112,9 +113,9 @@ def measure_step(model_kind: str, grid: int, occupancy: float, cfg: dict[str, An
     vol = benchmark_volume(grid, occupancy, seed)
     if model_kind == "sparse":
         model = ch.build_sparse(cfg).to(device)
-        x = from_masks([vol], device)
 
-        def step():
+        def step():  # as in training: a fresh sparse tensor, so the neighbour tables are built anew every step
+            x = from_masks([vol], device)
             loss, _ = sparse_vae_loss(model(x, x), x, cfg["beta"])
             return loss
     elif model_kind == "dense":
