@@ -184,3 +184,13 @@ def test_json_handles_nan_and_numpy(tmp_path):
                                               "d": np.array([1, 2]), "e": float("inf")})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": 1.5, "b": None, "c": 2, "d": [1, 2], "e": "inf"}
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_readable_numbers_in_tables():
+    from companion.results.contract import readable_number as r
+
+    assert [r(x) for x in (np.int64(32), 12345, 81.45, 123.456, 0.042, 5.84e-16, 1.0, float("nan"), None)] == \
+        ["32", "12 345", "81.45", "123.5", "0.042", "5.8 × 10⁻¹⁶", "1", "–", "–"]
+    assert r({"a": 1.5, "b": None}) == "a: 1.5; b: –" and r([1, 2]) == "1, 2" and r(True) == "yes"
+    html = R.style_table(pd.DataFrame({"x": [np.int64(3), 0.5]}), "cap").to_html()
+    assert "np.int64" not in html and ">0.5<" in html and "cap" in html

@@ -290,3 +290,29 @@ def test_consolidated_data_path(tmp_path, monkeypatch):
     assert out["logits"].n >= x.n
     with pytest.raises(ValueError, match="consolidate --shape 64"):
         vs.make_dataset({**run.cfg, "grid": 64}, 0, "consolidated")
+
+
+def test_fragment_origins_classifies_every_extra_component(monkeypatch):
+    """Reference: a thin tube and a one-voxel branch stub.  Reconstruction: the tube cut in two (a broken vessel:
+    two pieces overlapping the reference) and three specks overlapping nothing: one far from any vessel (its
+    1/4-resolution ancestor holds no vessel: born at the 1/4 head), one whose 1/4 ancestor holds vessel but whose 1/2
+    ancestor does not (born at the 1/2 head), one inside a vessel 1/2-voxel (born at the full-resolution output)."""
+    from companion.vaesselsparse import fragments as F
+
+    ref = np.zeros((32, 32, 32), bool)
+    ref[4:28, 8, 8] = True  # tube along x
+    ref[24, 8, 10] = True  # a second reference component (2 voxels from the tube)
+    pred = ref.copy()
+    pred[24, 8, 10] = False
+    pred[15:17, 8, 8] = False  # the cut
+    pred[28, 28, 28] = True  # 1/4 ancestor (7, 7, 7): no vessel
+    pred[12, 11, 11] = True  # 1/4 ancestor (3, 2, 2): vessel; 1/2 ancestor (6, 5, 5): none
+    pred[25, 9, 11] = True  # 1/2 ancestor (12, 4, 5) holds the stub (24, 8, 10)
+    kept = {4: np.array([[28, 28, 28], [12, 8, 8]]), 2: np.array([[12, 10, 10], [12, 8, 8]])}
+    levels = [{"stride": s, "created": kept[s], "kept": kept[s]} for s in (4, 2)]
+    monkeypatch.setattr(F, "decode_levels", lambda model, vol, device="cpu": (pred, levels))
+    row = F.fragment_origins(None, [ref]).iloc[0]
+    assert row["reference components"] == 2 and row["reconstructed components"] == 5
+    assert row["overlapping the reference"] == 2 and row["spurious fragments"] == 3 and row["spurious voxels"] == 3
+    assert (row[F.ORIGINS[0]], row[F.ORIGINS[1]], row[F.ORIGINS[2]]) == (1, 1, 1)
+    assert row["kept outside vessels at 1/4 (%)"] == 50.0 and row["kept outside vessels at 1/2 (%)"] == 50.0

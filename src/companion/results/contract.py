@@ -153,6 +153,40 @@ def peak_memory_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
+# ----------------------------------------------------------------------------------------------- display
+def readable_number(x: Any) -> str:
+    """A cell as a reader should see it: integers without decimals, numbers from 1 to 10⁶ with 2, 1 or 0 decimals
+    (below 100, 1000, beyond), numbers from 0.001 to 1 to 3 significant digits, very small or large ones as
+    ``5.8 × 10⁻¹⁶``; missing values as an en dash; dicts, lists and booleans without Python syntax."""
+    from .report import fmt_value
+
+    if x is None or (isinstance(x, (float, np.floating)) and math.isnan(x)):
+        return "–"
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)):
+        return f"{int(x):,}".replace(",", " ") if abs(int(x)) >= 10_000 else str(int(x))
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        if x == 0:
+            return "0"
+        if x.is_integer() and abs(x) < 1e6:
+            return readable_number(int(x))
+        if 1 <= abs(x) < 1e6:
+            return f"{x:.{2 if abs(x) < 100 else 1 if abs(x) < 1000 else 0}f}"
+        if 1e-3 <= abs(x) < 1:
+            return f"{x:.3g}"
+        mant, exp = f"{x:.2g}".split("e") if "e" in f"{x:.2g}" else (f"{x:.2g}", "0")
+        sup = str(int(exp)).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
+        return f"{mant} × 10{sup}"
+    return fmt_value(x)
+
+
+def style_table(df: pd.DataFrame, caption: str):
+    """``df`` styled for a notebook page: its caption and :func:`readable_number` in every cell."""
+    return df.style.set_caption(caption).format(readable_number)
+
+
 # ----------------------------------------------------------------------------------------------- writer
 class Results:
     """Writes one chapter run's tables, figures, scoreboard and provenance into ``root/chapter/scale/``."""
@@ -203,7 +237,7 @@ class Results:
         atomic_write_bytes(path, df.to_csv(float_format="%.6g").encode())
         full = self.caption(caption, data)
         self.index[path.name] = {"type": "table", "caption": full}
-        return df.style.set_caption(f"{name}: {full}").format(precision=4, na_rep="–")
+        return style_table(df, f"{name}: {full}")
 
     # -- figures
     def figure(self, name: str, fig, caption: str, data: str | None = None, dpi: int = 110) -> Path:

@@ -310,7 +310,7 @@ def figure_2(run: ChapterRun, recon: dict[str, list[np.ndarray]], per_volume: pd
 
 # ----------------------------------------------------------------------------------------------- β0: where it goes wrong
 def fragments_table(run: ChapterRun, sparse: SparseVAE, trees: list[VesselTree]):
-    """Per test volume, the sparse reconstruction's components: broken vessels (touching the reference) and spurious
+    """Per test volume, the sparse reconstruction's components: broken vessels (overlapping the reference) and spurious
     fragments by birth level (:mod:`companion.vaesselsparse.fragments`); totals in the last row."""
     from .fragments import fragment_origins
 
@@ -321,7 +321,7 @@ def fragments_table(run: ChapterRun, sparse: SparseVAE, trees: list[VesselTree])
             total[c] = df[c].mean()
     df.loc["all (sum; % columns: mean)"] = total
     return df, run.results.table("table-fragments", df, f"Where VAEsselSparse's extra components come from, "
-                                                        f"{len(trees)} test volumes: components touching the "
+                                                        f"{len(trees)} test volumes: components overlapping the "
                                                         f"reference vs spurious fragments, each spurious fragment by "
                                                         f"the decoder level whose pruning decision created it, and the "
                                                         f"share of voxels each pruning head kept outside the vessels")
@@ -342,10 +342,10 @@ def figure_fragments(run: ChapterRun, sparse: TrainState, dense: TrainState, fra
     axes[0].set_title("β0 error along training", fontsize=10)
     axes[0].legend(fontsize=8)
     per = fragments.drop(index=fragments.index[-1])
-    broken = (per["touching the reference"] - per["reference components"]).clip(lower=0)
+    broken = (per["overlapping the reference"] - per["reference components"]).clip(lower=0)
     bottom = np.zeros(len(per))
     x = np.arange(len(per))
-    for vals, lab in [(broken.to_numpy(float), "extra pieces touching the reference (broken vessels)")] + \
+    for vals, lab in [(broken.to_numpy(float), "extra pieces overlapping the reference (broken vessels)")] + \
             [(per[o].to_numpy(float), f"spurious, born at the {o}") for o in ORIGINS]:
         axes[1].bar(x, vals, bottom=bottom, label=lab)
         bottom += vals

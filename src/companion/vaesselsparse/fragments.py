@@ -2,10 +2,10 @@
 
 A reconstruction has more components than its reference (a β0 error) for two different reasons:
 
-* a **spurious fragment**: a component that does not touch the reference at all (voxels switched on away from any
-  vessel);
-* a **broken vessel**: a reference vessel reconstructed in several pieces, each touching the reference (voxels missing
-  along a thin vessel).
+* a **spurious fragment**: a component that shares no voxel with the reference (voxels switched on away from the
+  vessels);
+* a **broken vessel**: a reference vessel reconstructed in several pieces, each overlapping the reference (voxels
+  missing along a thin vessel).
 
 The decoder (``companion.vaesselsparse.model.SparseDecoder``) creates voxels level by level: every kept voxel at
 1/8 resolution gets its 8 children at 1/4, a pruning head keeps those with logit > 0, again at 1/2, and the final
@@ -55,7 +55,7 @@ def decode_levels(model: SparseVAE, volume: Any, device: str = "cpu") -> tuple[n
 
 
 def fragment_origins(model: SparseVAE, volumes: list[Any], device: str = "cpu") -> pd.DataFrame:
-    """One row per volume: components of reference and reconstruction, how many reconstructed components touch the
+    """One row per volume: components of reference and reconstruction, how many reconstructed components overlap the
     reference, how many spurious fragments were born at each level (see the module doc), their voxels, and, per
     pruning level, the fraction of kept voxels that lie outside the reference coarsened to that level."""
     rows = []
@@ -67,12 +67,12 @@ def fragment_origins(model: SparseVAE, volumes: list[Any], device: str = "cpu") 
         ref_coords = np.argwhere(ref)
         truth = {s: _coarse_set(ref_coords, s) for s in (4, 2)}
         row: dict[str, Any] = {"volume": i, "reference components": ref_n, "reconstructed components": int(n),
-                               "touching the reference": 0, "spurious fragments": 0, "spurious voxels": 0,
+                               "overlapping the reference": 0, "spurious fragments": 0, "spurious voxels": 0,
                                **{o: 0 for o in ORIGINS}}
         for k in range(1, n + 1):
             comp = np.argwhere(lab == k)
             if ref[tuple(comp.T)].any():
-                row["touching the reference"] += 1
+                row["overlapping the reference"] += 1
                 continue
             row["spurious fragments"] += 1
             row["spurious voxels"] += len(comp)
