@@ -22,6 +22,7 @@ def render_surface(volume: np.ndarray, scalars: np.ndarray | None = None, *, siz
                    elevation: float = 20.0, azimuth: float = 35.0, color: str = "#c0392b") -> np.ndarray:
     """RGB image (size x size x 3, uint8) of the surface of a binary volume, rendered off-screen.
 
+    The camera frames the whole grid, not the foreground, so renders of volumes of one grid share one scale.
     `scalars` (same shape) colours the surface by the value of the nearest foreground voxel. Raises
     ``RuntimeError`` with advice when no off-screen OpenGL (EGL/OSMesa) is available.
     """
@@ -50,9 +51,10 @@ def render_surface(volume: np.ndarray, scalars: np.ndarray | None = None, *, siz
         else:
             plotter.add_mesh(surf, color=color, smooth_shading=True)
         plotter.camera_position = "iso"
+        plotter.reset_camera(bounds=grid.bounds)  # frame the grid, not the surface: one scale for every volume
         plotter.camera.elevation = elevation
         plotter.camera.azimuth = azimuth
-        plotter.camera.zoom(1.2)
+        plotter.camera.zoom(1.5)
         img = plotter.screenshot(return_img=True)
     except Exception as exc:  # no EGL/OSMesa
         raise RuntimeError(
@@ -75,6 +77,8 @@ def show_volume(ax, volume: np.ndarray, scalars: np.ndarray | None = None, *, ti
             img = render_surface(volume, scalars, size=size, cmap=cmap, clim=clim)
         except RuntimeError as exc:
             warnings.warn(str(exc))
+    if not np.asarray(volume).any():
+        title = f"{title}\n(empty: no voxel predicted)" if title else "(empty volume)"
     if img is None:
         kind = "mip"
         img = mip(volume, axis=1).T

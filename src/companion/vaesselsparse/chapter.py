@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from scipy import ndimage
 
 from .. import metrics
 from ..chapter import ChapterRun
@@ -53,6 +54,36 @@ def dense_config(cfg: dict[str, Any]) -> DenseVAEConfig:
 
 def build_dense(cfg: dict[str, Any]) -> torch.nn.Module:
     return build_dense_vae(dense_config(cfg))
+
+
+def trace_encoder(model: SparseVAE, volume: Any, device: str = "cpu") -> pd.DataFrame:
+    """The encoder's stages on one volume: for each, the active voxels N, the stride (voxel size in input voxels),
+    the grid it lives on and the feature channels, read from forward hooks on the model's own modules."""
+    enc, rows = model.encoder, []
+
+    def note(stage: str):
+        def hook(_module, _inputs, out):
+            rows.append({"stage": stage, "active voxels N": out.n, "stride": out.stride,
+                         "grid": f"{out.spatial_shape[0] // out.stride}³", "channels": out.channels})
+        return hook
+
+    named = [("input projection (submanifold conv)", enc.stem)]
+    for i, (res, down) in enumerate(zip(enc.res, enc.down)):
+        named += [(f"residual block {i + 1} (submanifold)", res), (f"stride-2 conv {i + 1}", down)]
+    named += [(f"attention block {i + 1}{' (shifted windows)' if i % 2 else ''}", b) for i, b in enumerate(enc.blocks)]
+    handles = [m.register_forward_hook(note(name)) for name, m in named]
+    try:
+        with torch.no_grad():
+            x = from_masks([volume], device)
+            rows.insert(0, {"stage": "input map", "active voxels N": x.n, "stride": 1,
+                            "grid": f"{x.spatial_shape[0]}³", "channels": x.channels})
+            mu, _ = model.encode(x)
+    finally:
+        for h in handles:
+            h.remove()
+    rows.append({"stage": "posterior mean μ (the latent)", "active voxels N": mu.n, "stride": mu.stride,
+                 "grid": f"{mu.spatial_shape[0] // mu.stride}³", "channels": mu.channels})
+    return pd.DataFrame(rows).set_index("stage")
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -119,9 +150,15 @@ def _store(run: ChapterRun) -> CheckpointStore:
 
 
 def train_sparse(run: ChapterRun, data: dict[str, list[VesselTree]], support: str = "union",
-                 epochs: int | None = None) -> TrainState:
-    """Train (or load) VAEsselSparse.  Under torchrun the same call trains with DistributedDataParallel."""
-    cfg = run.cfg
+                 epochs: int | None = None, model_changes: dict[str, Any] | None = None) -> TrainState:
+    """Train (or load) VAEsselSparse.  Under torchrun the same call trains with DistributedDataParallel.
+    ``model_changes``: architecture knobs to change for an ablation (e.g. ``{"upsample": "subdivide"}``); the
+    training recipe stays the run's."""
+    allowed = set(SparseVAEConfig.__dataclass_fields__)
+    bad = sorted(set(model_changes or {}) - allowed)
+    if bad:
+        raise ValueError(f"model_changes may only change architecture knobs {sorted(allowed)}, got {bad}")
+    cfg = {**run.cfg, **(model_changes or {})}
     torch.manual_seed(run.seed)
     model = build_sparse(cfg).to(run.device)
     epochs = cfg["epochs"] if epochs is None else epochs
@@ -306,6 +343,35 @@ def figure_2(run: ChapterRun, recon: dict[str, list[np.ndarray]], per_volume: pd
     run.results.figure("fig-2", fig, "Figure 2: test volumes and their reconstructions (surface renders; blue: "
                                       "largest connected component, red: disconnected pieces)")
     return fig
+
+
+# ----------------------------------------------------------------------------------------------- exercises
+def metric_sensitivity(volume: Any, specks: int = 20, seed: int = 0) -> pd.DataFrame:
+    """Each Table 1 metric on three controlled damages of one reference map: a cut (every vessel crossing a
+    2-voxel slab through the middle of the grid removed), ``specks`` isolated 2x2x2 specks added away from the
+    vessels, and both."""
+    ref = np.asarray(volume, bool)
+    mid = ref.shape[0] // 2
+    cut = ref.copy()
+    cut[mid - 1:mid + 1] = False
+    speck = ref.copy()
+    rng = np.random.default_rng(seed)
+    far = ~ndimage.binary_dilation(ref, iterations=3)
+    placed = 0
+    for x, y, z in rng.permutation(np.argwhere(far[:-2, :-2, :-2])):
+        if placed == specks:
+            break
+        if far[x:x + 2, y:y + 2, z:z + 2].all() and not ndimage.binary_dilation(speck, iterations=2)[x, y, z]:
+            speck[x:x + 2, y:y + 2, z:z + 2] = True
+            placed += 1
+    rows = {}
+    for name, p in (("cut through the middle", cut), (f"{placed} specks added", speck),
+                    ("cut and specks", cut | (speck & ~ref))):
+        be = metrics.betti_errors(p, ref)
+        rows[name] = {"voxels changed": int((p != ref).sum()), "Dice": 100 * metrics.dice(p, ref),
+                      "clDice": 100 * metrics.cldice(p, ref), CLDICE_VARIANT: 100 * metrics.cldice_kept_blobs(p, ref),
+                      "β0 error": be["b0_error"], "β1 error": be["b1_error"]}
+    return pd.DataFrame(rows).T
 
 
 # ----------------------------------------------------------------------------------------------- β0: where it goes wrong
