@@ -56,7 +56,8 @@ def datasets_markdown() -> str:
         if m.access != "open" and m.downloadable:
             access += f"; the files download directly from {', '.join(m.download_hosts)}"
         rows.append(f"| {title} (`{m.id}`) | {', '.join(m.chapters)} | {access} | "
-                    f"{m.license or 'not stated'} | {m.size or '–'} | {m.checksums or '–'} | {m.modality or '–'} | "
+                    f"{m.license or 'not stated'} | {m.size or '–'} | {m.checksums or '–'} | "
+                    f"{m.modality or '–'} | "
                     f"{cite} |")
     return "\n".join(rows) + "\n"
 

@@ -128,7 +128,8 @@ def test_cost_measurement_follows_active_voxels_for_sparse_only():
     lo, hi = benchmark_volume(32, 0.01, seed=0), benchmark_volume(32, 0.04, seed=0)
     assert lo.mean() >= 0.01 and hi.mean() >= 0.04 and hi.sum() > 3 * lo.sum()
     r = {(kind, occ): measure_step(kind, 32, occ, CI, steps=1) for kind in ("sparse", "dense") for occ in (0.01, 0.04)}
-    assert r[("sparse", 0.01)]["active_voxels"] == int(lo.sum()) and r[("dense", 0.04)]["active_voxels"] == int(hi.sum())
+    assert r[("sparse", 0.01)]["active_voxels"] == int(lo.sum())
+    assert r[("dense", 0.04)]["active_voxels"] == int(hi.sum())
     assert all(x["step_s"] > 0 for x in r.values())
     def activations(x):  # peak minus the fixed state: parameters, gradients and AdamW's two moments (float32)
         return x["peak_mb"] - 4 * 4 * x["params"] / 2 ** 20

@@ -100,8 +100,8 @@ def paired_verdict(a: Sequence[float], b: Sequence[float], *, better: str, names
         effect, (lo, hi), method = bootstrap_ci(a, b, confidence=confidence, n_resamples=n_resamples, seed=seed)
         evidence.update(effect=effect, ci=[lo, hi],
                         test=f"paired bootstrap {pct} CI of mean({label}) over {n} cases ({method}, {n_resamples} "
-                             f"resamples, seed {seed}); holds if the CI lies {'above' if better == 'higher' else 'below'}"
-                             f" 0")
+                             f"resamples, seed {seed}); holds if the CI lies "
+                             f"{'above' if better == 'higher' else 'below'} 0")
     else:
         evidence["test"] = f"paired bootstrap {pct} CI of mean({label}); not computed (n = {n})"
     if per_seed_effects is not None:

@@ -27,8 +27,8 @@ from .train import dense_epoch, sparse_epoch, world, wrap_distributed
 
 CHAPTER = "vaesselsparse"
 TABLE1_COLUMNS = ["# Params (M)", "Dice", "clDice", "β0 error", "β1 error"]
-CLDICE_VARIANT = "clDice, specks kept (ours)"
-TRACK_VOLUMES = 4  # validation volumes reconstructed after every training epoch (β0 along training)  # metrics.cldice_kept_blobs: not the paper's metric, a named extra
+CLDICE_VARIANT = "clDice, specks kept (ours)"  # metrics.cldice_kept_blobs: not the paper's metric, a named extra
+TRACK_VOLUMES = 4  # validation volumes reconstructed after every training epoch (β0 along training)
 NOT_RUN = {
     "MedVAE": "not run: the medvae package downloads its pretrained 161 M-parameter weights from a model hub at run "
               "time, and this machine has no network beyond package registries; paper values shown",
@@ -374,7 +374,7 @@ def metric_sensitivity(volume: Any, specks: int = 20, seed: int = 0) -> pd.DataF
     return pd.DataFrame(rows).T
 
 
-# ----------------------------------------------------------------------------------------------- β0: where it goes wrong
+# --------------------------------------------------------------------------------------- β0: where it goes wrong
 def fragments_table(run: ChapterRun, sparse: SparseVAE, trees: list[VesselTree]):
     """Per test volume, the sparse reconstruction's components: broken vessels (overlapping the reference) and spurious
     fragments by birth level (:mod:`companion.vaesselsparse.fragments`); totals in the last row."""
@@ -504,7 +504,8 @@ def occupancy_benchmark(run: ChapterRun) -> pd.DataFrame:
 
 def _cost_caption(run: ChapterRun) -> str:
     return (f"one training step (batch 1: the map made sparse with fresh neighbour tables, forward, loss, backward, "
-            f"AdamW; median of {run.cfg['bench_steps']} timed steps after a warm-up, {run.cfg['bench_occupancy_steps']} in "
+            f"AdamW; median of {run.cfg['bench_steps']} timed steps after a warm-up, "
+            f"{run.cfg['bench_occupancy_steps']} in "
             f"the occupancy sweep, 1 at 512³) on {run.device} with "
             f"{torch.get_num_threads()} threads, a fresh process per cell; peak = peak tensor memory of a step "
             f"(PyTorch MemTracker on the CPU, max_memory_allocated on CUDA), RSS peak = resident memory above the "
@@ -582,11 +583,11 @@ def occupancy_table(run: ChapterRun, occ: pd.DataFrame):
     df.index = pd.Index([f"{100 * o:.2f}" for o in df.index], name="occupancy (%)")
     styled = run.results.table("table-cost-occupancy", df, f"Cost of {_cost_caption(run)}; fixed grid {g}³, "
                                                            f"occupancy growing", data=BENCH_DATA)
-    run.results.table("table-cost-slopes", slopes, f"Log-log slopes of step time and peak tensor memory against "
-                                                   f"the active voxels at {g}³ (1: proportional, 0: independent), "
-                                                   f"and the check 'time slope between 0.5 and 1.5'",
-                      data=BENCH_DATA)
-    return df, slopes, styled
+    styled_slopes = run.results.table(
+        "table-cost-slopes", slopes, f"Log-log slopes of step time and peak tensor memory against the active voxels "
+                                     f"at {g}³ (1: proportional, 0: independent), and the check 'time slope between "
+                                     f"0.5 and 1.5'", data=BENCH_DATA)
+    return df, slopes, styled, styled_slopes
 
 
 def figure_cost(run: ChapterRun, table: pd.DataFrame, occ: pd.DataFrame):
@@ -594,7 +595,8 @@ def figure_cost(run: ChapterRun, table: pd.DataFrame, occ: pd.DataFrame):
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     g = table.index.values
-    for ax, col, lab in ((axes[0], "step (s)", "train-step time (s)"), (axes[1], "peak (MB)", "peak tensor memory (MB)")):
+    for ax, col, lab in ((axes[0], "step (s)", "train-step time (s)"),
+                         (axes[1], "peak (MB)", "peak tensor memory (MB)")):
         ax.loglog(g, table[f"sparse {col}"], "o-", label="VAEsselSparse")
         ax.loglog(g, table[f"dense {col}"], "s-", label="dense VAE (AutoencoderKL)")
         ref = table[f"sparse {col}"].iloc[0] * table["active voxels"] / table["active voxels"].iloc[0]
