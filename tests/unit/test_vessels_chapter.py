@@ -21,3 +21,17 @@ def test_tree_statistics_deterministic_and_consistent():
     assert vd.murray_max_error(trees) < 1e-9
     summary = vd.summary_by_kind(a)
     assert set(summary.index) == {t.kind for t in trees} and (summary["n"] == 1).all()
+
+
+def test_tables_are_readable():
+    stats = vd.tree_statistics(generate_dataset(6, grid=64, seed=0))
+    for df in (vd.readable(stats), vd.readable(vd.summary_by_kind(stats)), vd.preset_table(),
+               vd.published_statistics()):
+        names = [str(c) for c in df.columns] + [str(n) for n in df.index.names]
+        assert not [c for c in names if "_" in c], names
+    summary = vd.readable(vd.summary_by_kind(stats))
+    assert "e+" not in summary.to_csv() and summary.loc["airway", "b0 (components)"] == "1 ± 0"
+    assert vd.mean_sd(2210.3, 99.2) == "2210 ± 99" and vd.mean_sd(0.79, 0.0011) == "0.7900 ± 0.0011"
+    assert not vd.preset_table().map(lambda v: isinstance(v, tuple)).any().any()
+    assert not vd.published_statistics()["published"].str.contains(r"\bn_", regex=True).any()
+    assert vd.readable(stats).index.name == "tree" and "preset" in vd.readable(stats).columns
