@@ -296,6 +296,211 @@ def access_table() -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("dataset")
 
 
+# ----------------------------------------------------------------------------------------------- exercises
+def murray_area_ratios(tree: VesselTree) -> np.ndarray:
+    """Total child cross-section over parent cross-section, (r1² + r2²) / r0², at every bifurcation of `tree`.
+    Under Murray's law it lies in (1, 2^(1/3)]: 2^(1/3) for a symmetric split, towards 1 as the split gets lopsided."""
+    r = tree.node_radius[tree.bifurcations]
+    return (r[:, 1] ** 2 + r[:, 2] ** 2) / r[:, 0] ** 2
+
+
+def tube_voxels(grid: int, radius_vox: float, length_frac: float = 0.75) -> np.ndarray:
+    """A straight tube of `radius_vox` voxels along x through the centre of a `grid`³ volume, `length_frac` of the
+    side long, rasterised as the generator rasterises segments (:func:`companion.data.vessels.rasterize_capsules`)."""
+    from .data.vessels import rasterize_capsules
+
+    c = (grid - 1) / 2
+    half = length_frac * grid / 2
+    vol, _, _ = rasterize_capsules(grid, np.array([[c - half, c, c]]), np.array([[c + half, c, c]]),
+                                   np.array([radius_vox]), np.array([radius_vox]))
+    return vol
+
+
+def surface_voxels(mask: np.ndarray) -> int:
+    """Vessel voxels with at least one background face neighbour (6-neighbourhood): the map's boundary layer."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)
+    return int((mask & ~ndimage.binary_erosion(mask, border_value=0)).sum())
+
+
+def tube_cost(grids=(64, 128, 256), radius_frac: float = 0.06, thin_radius_vox: float = 1.2) -> pd.DataFrame:
+    """Voxel counts of two straight tubes as the grid is refined over the same box: a *resolved* tube whose radius
+    is a fixed fraction of the box side (`radius_frac`: 3.8 voxels at 64³), and a *thin* tube that
+    stays `thin_radius_vox` voxels wide at every grid (the thinnest vessels a grid shows).  The ratio columns divide
+    each count by the one of the previous grid (each grid doubles the last)."""
+    rows = []
+    for g in grids:
+        thick, thin = tube_voxels(g, radius_frac * g), tube_voxels(g, thin_radius_vox)
+        rows.append({"grid (voxels per side)": g, "all voxels (dense cost)": g ** 3,
+                     "resolved tube: voxels": int(thick.sum()), "resolved tube: surface voxels": surface_voxels(thick),
+                     "resolved tube: occupancy (%)": 100 * float(thick.mean()),
+                     "thin tube: voxels": int(thin.sum()), "thin tube: occupancy (%)": 100 * float(thin.mean())})
+    out = pd.DataFrame(rows).set_index("grid (voxels per side)")
+    for c in ("all voxels (dense cost)", "resolved tube: voxels", "resolved tube: surface voxels", "thin tube: voxels"):
+        out.insert(out.columns.get_loc(c) + 1, f"{c.split(' (')[0]}: × previous grid", out[c] / out[c].shift(1))
+    return out
+
+
+def with_decimals(df: pd.DataFrame, columns, digits: int = 4) -> pd.DataFrame:
+    """A copy of `df` with `columns` written as text with `digits` decimals, for scores close to 1 that three
+    significant digits would round to "1" (0.9995 is not a perfect score)."""
+    out = df.copy()
+    for c in columns:
+        out[c] = [f"{float(x):.{digits}f}" for x in out[c]]
+    return out
+
+
+def range_over_trees(df: pd.DataFrame, level: str) -> pd.DataFrame:
+    """Per value of index `level`, each column's range over the trees as text: ``"19 – 22"``, or one value when
+    all trees agree (numbers as :func:`companion.results.readable_number` writes them)."""
+    def span(col: pd.Series) -> str:
+        lo, hi = readable_number(col.min()), readable_number(col.max())
+        return lo if lo == hi else f"{lo} – {hi}"
+
+    out = df.groupby(level=level).agg(span)
+    out.insert(0, "maps", df.groupby(level=level).size())
+    out.index = pd.Index([readable_number(v) for v in out.index], name=level)
+    return out
+
+
+def per_tree(df: pd.DataFrame) -> pd.DataFrame:
+    """A (tree, setting) table of :func:`dilation_topology` or :func:`blur_topology` with one row per tree: each
+    quantity becomes a group of columns, one per setting."""
+    setting = df.index.names[-1]
+    out = df.unstack(setting)
+    out.columns = pd.MultiIndex.from_tuples([(q, readable_number(v)) for q, v in out.columns], names=["", setting])
+    return out
+
+
+def dilation_topology(trees: list[VesselTree], iterations=(0, 1, 2), kind: str = "cerebral") -> pd.DataFrame:
+    """Betti numbers and occupancy of every `kind` map dilated by each number of voxels in `iterations`
+    (``scipy.ndimage.binary_dilation``, 6-neighbour structuring element; 0 = the map itself)."""
+    from scipy import ndimage
+
+    rows = []
+    for i, t in enumerate(trees):
+        if t.kind != kind:
+            continue
+        for it in iterations:
+            v = ndimage.binary_dilation(t.volume, iterations=it) if it else t.volume
+            b0, b1, b2 = metrics.betti_numbers(v)
+            rows.append({"tree": i, "dilated by (voxels)": it, "b0 (components)": b0, "b1 (loops)": b1,
+                         "b2 (cavities)": b2, "occupancy (%)": 100 * float(v.mean())})
+    return pd.DataFrame(rows).set_index(["tree", "dilated by (voxels)"])
+
+
+def blur_threshold(volume: np.ndarray, sigma: float, level: float = 0.5) -> np.ndarray:
+    """The map blurred by a Gaussian of standard deviation `sigma` voxels and thresholded at `level`: a crude model
+    of an output that averages each voxel with its neighbours before deciding."""
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(np.asarray(volume, np.float32), sigma, mode="constant") > level
+
+
+def vanishing_radius(sigma: float, level: float = 0.5) -> float:
+    """Radius below which an infinitely long straight tube disappears under :func:`blur_threshold`: the blurred
+    value on its axis is 1 - exp(-r² / 2σ²), which reaches `level` at r = σ·sqrt(-2 ln(1 - level))
+    (σ·sqrt(2 ln 2) ≈ 1.18 σ for level 0.5)."""
+    return float(sigma * np.sqrt(-2.0 * np.log(1.0 - level)))
+
+
+def blur_topology(trees: list[VesselTree], sigmas=(0.7, 1.0), kind: str = "cerebral") -> pd.DataFrame:
+    """Every `kind` map before and after :func:`blur_threshold` at each σ: Betti numbers, kept volume, Dice and
+    clDice against the original map."""
+    rows = []
+    for i, t in enumerate(trees):
+        if t.kind != kind:
+            continue
+        for s in (0.0, *sigmas):
+            v = blur_threshold(t.volume, s) if s else t.volume
+            b0, b1, b2 = metrics.betti_numbers(v)
+            rows.append({"tree": i, "blur σ (voxels)": s, "b0 (components)": b0, "b1 (loops)": b1,
+                         "b2 (cavities)": b2, "volume kept (%)": 100 * float(v.sum()) / float(t.volume.sum()),
+                         "Dice": metrics.dice(v, t.volume), "clDice": metrics.cldice(v, t.volume)})
+    return pd.DataFrame(rows).set_index(["tree", "blur σ (voxels)"])
+
+
+def _ball(shape, centre, radius: float) -> np.ndarray:
+    x, y, z = np.ogrid[:shape[0], :shape[1], :shape[2]]
+    return (x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2 <= radius ** 2
+
+
+def _farthest_spots(vol: np.ndarray, n: int, margin: int) -> list[tuple[int, int, int]]:
+    """`n` background voxels chosen one by one, each the farthest from the vessels and from the spots chosen
+    before it, at least `margin` voxels inside the box (ties: the first in C order)."""
+    from scipy import ndimage
+
+    far = ndimage.distance_transform_edt(~np.asarray(vol, bool))
+    keep = np.zeros(far.shape, bool)
+    keep[margin:-margin, margin:-margin, margin:-margin] = True
+    far = np.where(keep, far, 0.0)
+    idx = np.indices(far.shape, dtype=np.float32)
+    spots = []
+    for _ in range(n):
+        spot = tuple(int(c) for c in np.unravel_index(int(np.argmax(far)), far.shape))
+        spots.append(spot)
+        d = np.sqrt(sum((idx[k] - spot[k]) ** 2 for k in range(3)))
+        far = np.minimum(far, d)
+    return spots
+
+
+def controlled_errors(tree: VesselTree, generation: int = 3, margin: float = 1.5, specks: int = 8):
+    """Three controlled errors on `tree`'s map, each a few per cent of its voxels or less.
+
+    * *break*: the vessel voxels within ``r + margin`` voxels of the middle of the first tree segment of generation
+      `generation` (r = its radius) are removed, which cuts that branch through;
+    * *blob*: a ball with about as many voxels as the break removed, where the background is farthest from every
+      vessel and from the faces of the box;
+    * *specks*: `specks` cubes of 2 × 2 × 2 voxels at the next farthest background spots (thinning deletes such
+      a cube entirely: its skeleton is empty).
+
+    Returns ``({name: map}, info)``."""
+    vol = np.asarray(tree.volume, bool)
+    tree_edges = np.flatnonzero((tree.edge_generation == generation) & (tree.edge_kind == 0))
+    if len(tree_edges) == 0:
+        raise ValueError(f"tree has no segment of generation {generation}")
+    # the first segment of that generation: its edges are consecutive and chained end to start
+    run = [int(tree_edges[0])]
+    while run[-1] + 1 < len(tree.edges) and tree.edge_generation[run[-1] + 1] == generation and \
+            tree.edges[run[-1] + 1, 0] == tree.edges[run[-1], 1]:
+        run.append(run[-1] + 1)
+    e = tree.edges[run[len(run) // 2]]
+    centre = (tree.nodes[e[0]] + tree.nodes[e[1]]) / 2
+    cut = _ball(vol.shape, centre, max(float(tree.edge_radius[run[0]]), np.sqrt(3) / 2) + margin) & vol
+    removed = int(cut.sum())
+    blob_radius = (3 * removed / (4 * np.pi)) ** (1 / 3)
+    spots = _farthest_spots(vol, 1 + specks, margin=int(np.ceil(blob_radius)) + 2)
+    blob = _ball(vol.shape, spots[0], blob_radius) & ~vol
+    speck = np.zeros_like(vol)
+    for x, y, z in spots[1:]:
+        speck[x:x + 2, y:y + 2, z:z + 2] = True
+    speck &= ~vol
+    maps = {"one branch cut through": vol & ~cut, "one blob added": vol | blob, f"{specks} specks added": vol | speck}
+    info = {"voxels changed": {"one branch cut through": removed, "one blob added": int(blob.sum()),
+                               f"{specks} specks added": int(speck.sum())},
+            "generation": generation, "break centre": tuple(float(c) for c in np.round(centre, 1)),
+            "blob centre": spots[0]}
+    return maps, info
+
+
+def metric_sensitivity(tree: VesselTree, generation: int = 3, specks: int = 8) -> pd.DataFrame:
+    """Dice, clDice (Shit et al.), the book's kept-blobs clDice and Betti errors of each error of
+    :func:`controlled_errors` against the intact map."""
+    maps, info = controlled_errors(tree, generation, specks=specks)
+    rows = {}
+    for name, pred in maps.items():
+        be = metrics.betti_errors(pred, tree.volume)
+        changed = info["voxels changed"][name]
+        rows[name] = {"voxels changed": changed, "voxels changed (% of the map)": 100 * changed / tree.volume.sum(),
+                      "Dice": metrics.dice(pred, tree.volume), "clDice": metrics.cldice(pred, tree.volume),
+                      "clDice, kept blobs (book's variant)": metrics.cldice_kept_blobs(pred, tree.volume),
+                      "b0 error": be["b0_error"], "b1 error": be["b1_error"], "b2 error": be["b2_error"]}
+    out = pd.DataFrame(rows).T
+    out.index.name = "error made"
+    return out.astype({c: int for c in ("voxels changed", "b0 error", "b1 error", "b2 error")})
+
+
 # ----------------------------------------------------------------------------------------------- checks
 def torus(grid: int = 48, R: float = 14.0, r: float = 5.0) -> np.ndarray:
     """A solid torus in the (x, y) plane, centred in a `grid`³ volume."""
