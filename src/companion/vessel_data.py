@@ -46,6 +46,17 @@ def volumes_checksum(trees: list[VesselTree]) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def glue_scale(run: ChapterRun) -> None:
+    """Hand the run's scale and grid to the book page, whose figure captions quote them (myst-nb ``glue``, keys
+    ``ch0-scale`` and ``ch0-grid``).  Does nothing where myst-nb is not installed (the notebook outside the book)."""
+    try:
+        from myst_nb import glue
+    except ImportError:
+        return
+    glue("ch0-scale", run.scale, display=False)
+    glue("ch0-grid", run.cfg["grid"], display=False)
+
+
 def generate(run: ChapterRun) -> list[VesselTree]:
     """The chapter's offline data set: `trees_per_kind` trees of each preset at the scale's grid."""
     cfg = run.cfg
