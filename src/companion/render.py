@@ -17,6 +17,16 @@ def mip(volume: np.ndarray, axis: int = 0) -> np.ndarray:
     return np.asarray(volume).max(axis=axis)
 
 
+def quiet_vtk() -> None:
+    """Keep VTK's warnings out of the notebook pages: VTK prints them to the process's stderr (which Jupyter shows
+    under the cell), e.g. "bad X server connection" each time it tries an X display before falling back to
+    off-screen rendering.  Errors still print; failures to render still raise in :func:`render_surface`."""
+    from vtkmodules.vtkCommonCore import vtkLogger, vtkObject
+
+    vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_ERROR)  # the logger VTK 9 prints its warnings with
+    vtkObject.GlobalWarningDisplayOff()  # warnings sent to the output window (older code paths)
+
+
 def render_surface(volume: np.ndarray, scalars: np.ndarray | None = None, *, size: int = 400,
                    cmap: str = "viridis", clim: tuple[float, float] | None = None,
                    elevation: float = 20.0, azimuth: float = 35.0, color: str = "#c0392b") -> np.ndarray:
@@ -29,6 +39,7 @@ def render_surface(volume: np.ndarray, scalars: np.ndarray | None = None, *, siz
     import pyvista as pv
     from scipy import ndimage
 
+    quiet_vtk()
     pv.OFF_SCREEN = True
     vol = np.pad(np.asarray(volume, dtype=np.float32), 1)
     if vol.max() <= 0:
