@@ -71,7 +71,7 @@ CHAPTER_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                "blocks": 2, "heads": 2, "window": 2, "groups": 4, "upsample": "transposed", "beta": 1e-3,
                "lr": 1e-3, "weight_decay": 0.01, "batch_size": 2, "epochs": 6, "dense_epochs": 6, "dense_patch": 32,
                "split": [0.8, 0.1, 0.1], "figure_volumes": 2, "render_size": 300, "bench_grids": [32, 64],
-               "bench_dense_max": 64, "bench_occupancy": 0.02, "bench_steps": 1, "bench_occupancy_grid": 48,
+               "bench_dense_max": 64, "bench_occupancy": 0.02, "bench_steps": 1, "bench_occupancy_grid": 32,
                "bench_occupancies": [0.005, 0.015, 0.04], "bench_occupancy_steps": 1},
         "laptop": {"grid": 48, "n_volumes": 80, "channels": [16, 32, 64], "model_channels": 128,
                    "latent_channels": 8, "blocks": 2, "heads": 4, "window": 4, "groups": 8, "upsample": "transposed",

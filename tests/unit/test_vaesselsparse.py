@@ -317,3 +317,7 @@ def test_fragment_origins_classifies_every_extra_component(monkeypatch):
     assert row["overlapping the reference"] == 2 and row["spurious fragments"] == 3 and row["spurious voxels"] == 3
     assert (row[F.ORIGINS[0]], row[F.ORIGINS[1]], row[F.ORIGINS[2]]) == (1, 1, 1)
     assert row["kept outside vessels at 1/4 (%)"] == 50.0 and row["kept outside vessels at 1/2 (%)"] == 50.0
+    # missed reference voxels: the stub (24, 8, 10) and the cut (15, 8, 8), (16, 8, 8); the heads kept the 1/4 voxels
+    # (7, 7, 7), (3, 2, 2) and the 1/2 voxels (6, 5, 5), (6, 4, 4), so (15, 8, 8) was pruned at 1/2 (its 1/4
+    # ancestor (3, 2, 2) was kept, its 1/2 ancestor (7, 4, 4) not) and (16, 8, 8) and the stub at 1/4
+    assert (row[F.LOSSES[0]], row[F.LOSSES[1]], row[F.LOSSES[2]]) == (2, 1, 0)

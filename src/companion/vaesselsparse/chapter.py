@@ -396,9 +396,9 @@ def fragments_table(run: ChapterRun, sparse: SparseVAE, trees: list[VesselTree])
 def figure_fragments(run: ChapterRun, sparse: TrainState, dense: TrainState, fragments: pd.DataFrame):
     import matplotlib.pyplot as plt
 
-    from .fragments import ORIGINS
+    from .fragments import LOSSES, ORIGINS
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
     for st, lab in ((sparse, "VAEsselSparse"), (dense, "Dense VAE")):
         h = pd.DataFrame(st.history)
         if "val β0 error" in h:
@@ -419,10 +419,16 @@ def figure_fragments(run: ChapterRun, sparse: TrainState, dense: TrainState, fra
     axes[1].set_ylabel("extra connected components")
     axes[1].set_title("VAEsselSparse: where the extra components come from", fontsize=10)
     axes[1].legend(fontsize=7)
+    totals = fragments.iloc[-1]
+    axes[2].bar(range(len(LOSSES)), [totals[c] for c in LOSSES], color="tab:gray")
+    axes[2].set_xticks(range(len(LOSSES)), [c.removeprefix("missed: ") for c in LOSSES], fontsize=8)
+    axes[2].set_ylabel("missed reference voxels, all test volumes")
+    axes[2].set_title("VAEsselSparse: where missed vessel voxels were lost", fontsize=10)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    run.results.figure("fig-fragments", fig, "β0 error along training (validation volumes, both models) and the "
+    run.results.figure("fig-fragments", fig, "β0 error along training (validation volumes, both models), the "
                                              "origin of every extra component of the sparse reconstructions of the "
-                                             "test volumes")
+                                             "test volumes, and the level at which their missed vessel voxels were "
+                                             "lost")
     return fig
 
 

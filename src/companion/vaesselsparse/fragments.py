@@ -13,6 +13,10 @@ convolution decides the full-resolution voxels.  A spurious fragment therefore h
 level at which all of its ancestors lie outside the reference (coarsened to that level), i.e. the pruning decision
 that kept a voxel where there is no vessel.  If its ancestors at 1/2 resolution are vessel voxels, the fragment was
 born at the final output: children of a true vessel voxel, switched on but disconnected from the rest.
+
+A broken vessel is the opposite error: reference voxels the reconstruction misses.  Each missed voxel was lost at
+one level: its 1/4-resolution ancestor was pruned by the first head, or its 1/2-resolution ancestor by the second,
+or it was created at full resolution and the final layer switched it off.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from ..sparse import from_masks
 from .model import SparseVAE
 
 ORIGINS = ("1/4-resolution pruning head", "1/2-resolution pruning head", "full-resolution output")
+LOSSES = ("missed: pruned at 1/4", "missed: pruned at 1/2", "missed: off at full resolution")
 
 
 def _coarse_set(coords: np.ndarray, stride: int) -> set[tuple[int, int, int]]:
@@ -56,8 +61,9 @@ def decode_levels(model: SparseVAE, volume: Any, device: str = "cpu") -> tuple[n
 
 def fragment_origins(model: SparseVAE, volumes: list[Any], device: str = "cpu") -> pd.DataFrame:
     """One row per volume: components of reference and reconstruction, how many reconstructed components overlap the
-    reference, how many spurious fragments were born at each level (see the module doc), their voxels, and, per
-    pruning level, the fraction of kept voxels that lie outside the reference coarsened to that level."""
+    reference, how many spurious fragments were born at each level (see the module doc), their voxels, where the
+    missed reference voxels were lost, and, per pruning level, the fraction of kept voxels that lie outside the
+    reference coarsened to that level."""
     rows = []
     for i, vol in enumerate(volumes):
         ref = np.asarray(vol, bool)
@@ -82,6 +88,17 @@ def fragment_origins(model: SparseVAE, volumes: list[Any], device: str = "cpu") 
                 row[ORIGINS[1]] += 1
             else:
                 row[ORIGINS[2]] += 1
+        missed = np.argwhere(ref & ~pred)
+        kept_sets = {lv["stride"]: set(map(tuple, lv["kept"] // lv["stride"])) for lv in levels}
+        for name in LOSSES:
+            row[name] = 0
+        for v in map(np.asarray, missed):
+            if tuple(v // 4) not in kept_sets.get(4, set()):
+                row[LOSSES[0]] += 1
+            elif tuple(v // 2) not in kept_sets.get(2, set()):
+                row[LOSSES[1]] += 1
+            else:
+                row[LOSSES[2]] += 1
         for lv in levels:
             kept = lv["kept"] // lv["stride"]  # coordinates at stride s are multiples of s
             outside = sum(1 for c in map(tuple, kept) if c not in truth[lv["stride"]])
