@@ -191,6 +191,7 @@ def test_readable_numbers_in_tables():
 
     assert [r(x) for x in (np.int64(32), 12345, 81.45, 123.456, 0.042, 5.84e-16, 1.0, float("nan"), None)] == \
         ["32", "12 345", "81.45", "123.5", "0.042", "5.8 × 10⁻¹⁶", "1", "–", "–"]
+    assert r(1552113.0) == "1 552 113" and r(3.0e7) == "30 000 000" and r(2.5e13) == "2.5 × 10¹³"
     assert r({"a": 1.5, "b": None}) == "a: 1.5; b: –" and r([1, 2]) == "1, 2" and r(True) == "yes"
     html = R.style_table(pd.DataFrame({"x": [np.int64(3), 0.5]}), "cap").to_html()
     assert "np.int64" not in html and ">0.5<" in html and "cap" in html

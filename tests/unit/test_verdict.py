@@ -104,7 +104,7 @@ def test_threshold_and_property_rules():
 
 def test_all_of():
     ok, bad = threshold_verdict(1, ">", 0, what="x"), threshold_verdict(-1, ">", 0, what="y")
-    assert all_of([ok, ok]).holds is True
+    assert all_of([ok, ok]).holds is True and all_of([ok, ok]).evidence["effect"] == 1.0  # one quantity, two bounds
     v = all_of([ok, bad])
     assert v.holds is False and v.reason == "y = -1, not > 0" and " and " in v.evidence["test"]
     assert all_of([ok, threshold_verdict(None, ">", 0, what="z")]).holds is None

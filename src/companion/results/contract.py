@@ -170,7 +170,7 @@ def readable_number(x: Any) -> str:
         x = float(x)
         if x == 0:
             return "0"
-        if x.is_integer() and abs(x) < 1e6:
+        if x.is_integer() and abs(x) < 1e12:
             return readable_number(int(x))
         if 1 <= abs(x) < 1e6:
             return f"{x:.{2 if abs(x) < 100 else 1 if abs(x) < 1000 else 0}f}"

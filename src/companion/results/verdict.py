@@ -196,6 +196,8 @@ def all_of(verdicts: Sequence[Verdict]) -> Verdict:
     elif any(v.holds is None for v in verdicts):
         holds = None
     reasons = [v.reason for v in verdicts if v.reason and v.holds is not True]
-    evidence = {"n": verdicts[0].evidence.get("n"), "effect": [v.evidence.get("effect") for v in verdicts],
+    effects = [v.evidence.get("effect") for v in verdicts]
+    evidence = {"n": verdicts[0].evidence.get("n"),
+                "effect": effects[0] if all(e == effects[0] for e in effects) else effects,  # one quantity, two bounds
                 "ci": None, "test": " and ".join(v.evidence.get("test", "") for v in verdicts)}
     return Verdict(holds, "; ".join(reasons) or None, evidence)

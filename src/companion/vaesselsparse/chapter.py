@@ -448,16 +448,17 @@ def latent_sizes(run: ChapterRun, sparse: SparseVAE, trees: list[VesselTree]) ->
 
 
 def compression_table(run: ChapterRun, sparse: SparseVAE, latents: pd.DataFrame):
-    """Compression of both models.  The paper's formulas did not survive in the text we have; we report the
-    quantities they are built from: per-axis factor D/d, spatial ratio D³/d³, the dense-equivalent volumetric ratio
-    D³/(d³·C), and what each latent actually stores per volume, the sparse latent's coordinates counted."""
+    """Compression of both models.  The paper's ratio formulas did not survive in the text we have, so no column is
+    named after them: we report the quantities they would be built from in our set-up (D/d, D³/d³, D³/(d³·C)) and
+    what each latent actually stores per volume, the sparse latent's coordinates counted."""
     cfg = run.cfg
     factor = sparse.cfg.factor
     d = cfg["grid"] // factor
     c = cfg["latent_channels"]
     m = latents.mean(numeric_only=True)
-    common = {"per-axis factor D/d": factor, "spatial ratio D³/d³": factor ** 3, "latent channels C": c,
-              "volumetric ratio D³/(d³·C)": factor ** 3 / c, "input active voxels (mean)": m["input active voxels"]}
+    common = {"D/d (grid / latent grid, per axis)": factor, "D³/d³ (voxels per latent position)": factor ** 3,
+              "latent channels C": c, "D³/(d³·C) (voxels per dense latent value)": factor ** 3 / c,
+              "input active voxels (mean)": m["input active voxels"]}
     rows = {
         "VAEsselSparse": {**common, "latent positions stored (mean)": m["sparse positions"],
                           "latent values stored (mean)": m["sparse values"],
