@@ -230,14 +230,16 @@ class Results:
             out[f"{c} (reproduced)"] = reproduced[c].reindex(rows) if c in reproduced else np.nan
         return out
 
-    def table(self, name: str, df: pd.DataFrame, caption: str, data: str | None = None):
+    def table(self, name: str, df: pd.DataFrame, caption: str, data: str | None = None,
+              hide: tuple[str, ...] = ()):
         """Write ``<name>.csv`` (e.g. ``table-1``), index it with its caption, and return the table styled with
-        that caption (scale and data source included) for display in the notebook."""
+        that caption (scale and data source included) for display in the notebook; columns in ``hide`` (long
+        notes, say) stay in the file but are left out of the display."""
         path = self.dir / f"{name}.csv"
         atomic_write_bytes(path, df.to_csv(float_format="%.6g").encode())
         full = self.caption(caption, data)
         self.index[path.name] = {"type": "table", "caption": full}
-        return style_table(df, f"{name}: {full}")
+        return style_table(df.drop(columns=list(hide)), f"{name}: {full}")
 
     # -- figures
     def figure(self, name: str, fig, caption: str, data: str | None = None, dpi: int = 110) -> Path:

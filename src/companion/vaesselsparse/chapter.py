@@ -292,7 +292,9 @@ def table_1(run: ChapterRun, per_volume: pd.DataFrame, params: dict[str, int]):
                        f"defined by Shit et al.; '{CLDICE_VARIANT}' also counts specks that thinning deletes; β "
                        f"errors: mean |b_k(pred) - b_k(ref)|). Reproduced at {run.cfg['grid']}³ with "
                        f"{run.cfg['epochs']} (sparse) / {run.cfg['dense_epochs']} (dense) epochs, the dense VAE "
-                       f"trained on {crop}; paper: 971/122/126 real volumes, 1000 epochs, dense VAE on patches")
+                       f"trained on {crop}; paper: 971/122/126 real volumes, 1000 epochs, dense VAE on patches; rows "
+                       f"not reproduced here show the paper's values, and the file's note column says why",
+        hide=("note",))
 
 
 def table_atm(run: ChapterRun):
@@ -304,7 +306,9 @@ def table_atm(run: ChapterRun):
     df["note"] = ("not run: needs the ATM'22 label maps (registration-free Zenodo download, not reachable here; "
                   "`companion data fetch atm22`), VesselGPT's tree-graph extraction and MedVAE's hub weights")
     return df, run.results.table("table-atm", df, "clDice on ATM'22 (paper, Section 4 text): VesselGPT vs MedVAE vs "
-                                                  "VAEsselSparse; paper values only", data="ATM'22 (paper only)")
+                                                  "VAEsselSparse; paper values only, none could be run here (the "
+                                                  "file's note column says why)", data="ATM'22 (paper only)",
+                                 hide=("note",))
 
 
 def _components_scalar(mask: np.ndarray) -> np.ndarray:
