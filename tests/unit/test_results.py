@@ -117,7 +117,8 @@ def test_report_separates_paper_claims_and_checks_and_shows_reference(tmp_path, 
     assert "The book's own checks: 1 of 1 hold, 0 do not, 0 undecided." in md
     assert "| reference (laptop) |" in md
     row = next(line for line in md.splitlines() if line.startswith("| `a-beats-b`"))
-    assert "**holds**" in row and row.endswith("| does not hold |") and "n = 12" in row and "CI [" in row
+    assert row.startswith("| `a-beats-b`: A beats B on Dice. | **holds** | does not hold |")  # verdicts first
+    assert "n = 12" in row and "95 % CI [" in row and row.endswith("paired bootstrap |")
     assert "at scale `ci` on this data only: offline stand-in: toy" in md
     assert "No scoreboards" in R.report_markdown(tmp_path / "empty")
     assert run.exists()

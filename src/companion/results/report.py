@@ -38,8 +38,9 @@ def fmt_value(v: Any, digits: int = 4) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
-def fmt_evidence(ev: dict[str, Any] | None) -> str:
-    """``n = 24; mean difference +5.1, 95 % CI [2.0, 8.3]`` or the threshold rule that decided the claim."""
+def fmt_evidence(ev: dict[str, Any] | None, short: bool = False) -> str:
+    """``n = 24; mean difference +5.1, CI [2.0, 8.3]; <the rule>`` or the threshold rule that decided the claim;
+    ``short`` leaves out the bootstrap's details (method, resamples, seed), which the scoreboard file keeps."""
     if not ev:
         return "–"
     parts = []
@@ -48,12 +49,16 @@ def fmt_evidence(ev: dict[str, Any] | None) -> str:
     eff = ev.get("effect")
     if ev.get("ci"):
         lo, hi = ev["ci"]
-        parts.append(f"mean difference {eff:+.3g}, CI [{lo:.3g}, {hi:.3g}]")
+        parts.append(f"mean difference {eff:+.3g}, 95 % CI [{lo:.3g}, {hi:.3g}]" if short else
+                     f"mean difference {eff:+.3g}, CI [{lo:.3g}, {hi:.3g}]")
     elif eff is not None:
         parts.append(f"measured {fmt_value(eff, 3)}")
     if ev.get("per_seed_effects"):
         parts.append("per seed " + ", ".join(f"{x:+.3g}" for x in ev["per_seed_effects"]))
-    parts.append(str(ev.get("test", "")))
+    test = str(ev.get("test", ""))
+    if short:
+        test = "paired bootstrap" if test.startswith("paired bootstrap") else test
+    parts.append(test)
     return "; ".join(p for p in parts if p).replace("|", "\\|")
 
 
@@ -117,13 +122,13 @@ def report_markdown(root: str | os.PathLike | None = None, scale: str | None = N
             if not group:
                 continue
             lines += [f"**{KIND_TEXT[kind]}**", "",
-                      f"| claim | paper | reproduced | evidence | verdict | {ref_col} |", "|---|---|---|---|---|---|"]
+                      f"| claim | verdict | {ref_col} | paper | reproduced | evidence |", "|---|---|---|---|---|---|"]
             for c in group:
                 r = ref_recs.get(c["id"])
                 rv = fmt_verdict(r["holds"]) if r else "–"
-                lines.append(f"| `{c['id']}`: {fmt_value(c['statement'])} | {fmt_value(c['paper'])} | "
-                             f"{fmt_value(c['reproduced'])} | {fmt_evidence(c.get('evidence'))} | "
+                lines.append(f"| `{c['id']}`: {fmt_value(c['statement'])} | "
                              f"**{fmt_verdict(c['holds'], fmt_value(c['reason']) if c['reason'] else None)}** | "
-                             f"{rv} |")
+                             f"{rv} | {fmt_value(c['paper'])} | {fmt_value(c['reproduced'])} | "
+                             f"{fmt_evidence(c.get('evidence'), short=True)} |")
             lines.append("")
     return "\n".join(lines)
