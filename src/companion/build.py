@@ -7,6 +7,7 @@ then run Jupyter Book 1.x on a staging copy so that executed notebooks never lan
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -37,11 +38,25 @@ def execute_chapter(chapter: str, scale: str, out_path: Path, *, results: Path, 
     if chapter not in CHAPTERS:
         raise ValueError(f"unknown chapter {chapter!r}; chapters: {', '.join(CHAPTERS)}")
     get_scale(scale)
-    params = {"scale": scale, "output_dir": str(results.resolve()), **(parameters or {})}
+    # the results folder as the notebook sees it (it runs in the repository root): relative where possible, so that
+    # the executed notebook and the page built from it carry no path of the build machine
+    out = results.resolve()
+    params = {"scale": scale, "output_dir": str(out.relative_to(REPO)) if out.is_relative_to(REPO) else str(out),
+              **(parameters or {})}
     out_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    papermill.execute_notebook(str(REPO / CHAPTERS[chapter]), str(out_path), parameters=params,
-                               kernel_name="python3", cwd=str(REPO), progress_bar=False, log_output=log_output)
+    # progress bars are for people running a notebook; in the executed copy that becomes a page they would be
+    # widgets that need scripts from the network, so the kernel runs with tqdm disabled
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        papermill.execute_notebook(str(REPO / CHAPTERS[chapter]), str(out_path), parameters=params,
+                                   kernel_name="python3", cwd=str(REPO), progress_bar=False, log_output=log_output)
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
     return time.perf_counter() - t0
 
 

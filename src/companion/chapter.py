@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -95,9 +96,15 @@ class ChapterRun:
     cfg: dict[str, Any]
     results: Results
 
-    def __repr__(self) -> str:  # shown in the notebook
-        return (f"ChapterRun(chapter={self.chapter!r}, scale={self.scale!r}, data={self.data!r}, "
-                f"device={self.device!r}, seed={self.seed}, results={str(self.results.dir)!r}, cfg={self.cfg})")
+    def __repr__(self) -> str:  # shown in the notebook: what the chapter runs with, no path of this machine
+        where = self.results.dir.resolve()
+        try:
+            where = where.relative_to(Path.cwd())
+        except ValueError:
+            where = Path("…") / where.relative_to(where.parents[2])  # <results root>/<chapter>/<scale>: its tail
+        overrides = self.results.params.get("overrides") or {}
+        return (f"chapter {self.chapter}, scale {self.scale}, data {self.data}, device {self.device}, seed {self.seed}"
+                f"{', overrides ' + str(overrides) if overrides else ''}; results in {where}")
 
 
 def start(chapter: str, *, scale: str = "laptop", data: str = "default", device: str = "auto", seed: int = 0,

@@ -113,8 +113,8 @@ def train_or_load(store: CheckpointStore, model_name: str, config: Mapping[str, 
         optimizer.load_state_dict(payload["optimizer"])
         torch.set_rng_state(payload["torch_rng"])
         start, history, source = int(payload["epoch"]), list(payload["history"]), "resumed"
-    bar = tqdm(range(start, epochs), desc=f"train {model_name}", disable=not (progress and writer), initial=start,
-               total=epochs)
+    quiet = {} if progress and writer else {"disable": True}  # no explicit disable=False: TQDM_DISABLE must win
+    bar = tqdm(range(start, epochs), desc=f"train {model_name}", initial=start, total=epochs, **quiet)
     for epoch in bar:
         metrics = {k: float(v) for k, v in train_epoch(epoch).items()}
         history.append({"epoch": epoch, **metrics})

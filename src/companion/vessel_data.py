@@ -84,7 +84,8 @@ def tree_statistics(trees: list[VesselTree]) -> pd.DataFrame:
     from tqdm.auto import tqdm
 
     rows = []
-    for i, t in enumerate(tqdm(trees, desc="tree statistics", disable=len(trees) <= 8)):
+    quiet = {"disable": True} if len(trees) <= 8 else {}  # no explicit disable=False: TQDM_DISABLE must win
+    for i, t in enumerate(tqdm(trees, desc="tree statistics", **quiet)):
         r = t.segment_radii()
         rows.append({
             "tree": i, "kind": t.kind, "grid": t.grid, **map_statistics(t.volume), "anastomoses": t.n_loops,

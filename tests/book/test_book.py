@@ -33,6 +33,18 @@ def test_book_html_built(built):
         assert "Scale: ci" in text or "scale: ci" in text.lower()
 
 
+def test_pages_carry_no_build_machine_path_and_no_progress_widgets(built):
+    """Pages and the downloadable notebooks hold no absolute path of this checkout, and the executed notebooks hold
+    no tqdm widgets (they would need scripts from the network in the static book)."""
+    html, _, _ = built
+    pages = [p for p in html.rglob("*") if p.is_file() and p.suffix in (".html", ".ipynb", ".md", ".txt")]
+    assert any(p.suffix == ".ipynb" for p in pages)
+    leaks = [str(p.relative_to(html)) for p in pages if str(REPO) in p.read_text(errors="ignore")]
+    assert not leaks, f"absolute build paths in {leaks}"
+    for nb in CHAPTERS.values():
+        assert "application/vnd.jupyter.widget-view+json" not in (REPO / "_build" / "stage" / nb).read_text()
+
+
 def test_executed_notebooks_are_build_outputs_not_sources(built):
     for nb in CHAPTERS.values():
         src = json.loads((REPO / nb).read_text())
