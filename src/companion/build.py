@@ -7,6 +7,7 @@ then run Jupyter Book 1.x on a staging copy so that executed notebooks never lan
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -57,7 +58,20 @@ def execute_chapter(chapter: str, scale: str, out_path: Path, *, results: Path, 
             os.environ.pop("TQDM_DISABLE", None)
         else:
             os.environ["TQDM_DISABLE"] = previous
+    _strip_machine_paths(out_path)
     return time.perf_counter() - t0
+
+
+def _strip_machine_paths(notebook: Path) -> None:
+    """papermill records the absolute input and output paths in the notebook's metadata, which the book offers
+    for download: keep them relative to the repository (or just the file name)."""
+    nb = json.loads(notebook.read_text())
+    pm = nb.get("metadata", {}).get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if pm.get(key):
+            path = Path(pm[key]).resolve()
+            pm[key] = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
+    atomic_write_bytes(notebook, (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode())
 
 
 def datasets_markdown() -> str:

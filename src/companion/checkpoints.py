@@ -92,7 +92,7 @@ def train_or_load(store: CheckpointStore, model_name: str, config: Mapping[str, 
     RNG states are saved with each partial checkpoint so a resumed run continues the same random stream.  Under
     distributed training every rank loads and resumes alike, and only the rank with ``writer=True`` (rank 0) writes.
     """
-    from tqdm.auto import tqdm
+    from .progress import progress as progress_bar
 
     final = store.path(model_name, config)
     hosted = REGISTRY.get((store.chapter, model_name, config_key(config)))
@@ -113,8 +113,8 @@ def train_or_load(store: CheckpointStore, model_name: str, config: Mapping[str, 
         optimizer.load_state_dict(payload["optimizer"])
         torch.set_rng_state(payload["torch_rng"])
         start, history, source = int(payload["epoch"]), list(payload["history"]), "resumed"
-    quiet = {} if progress and writer else {"disable": True}  # no explicit disable=False: TQDM_DISABLE must win
-    bar = tqdm(range(start, epochs), desc=f"train {model_name}", initial=start, total=epochs, **quiet)
+    bar = progress_bar(range(start, epochs), desc=f"train {model_name}", initial=start, total=epochs,
+                       disable=not (progress and writer))
     for epoch in bar:
         metrics = {k: float(v) for k, v in train_epoch(epoch).items()}
         history.append({"epoch": epoch, **metrics})

@@ -81,11 +81,10 @@ def map_statistics(mask: np.ndarray) -> dict:
 
 def tree_statistics(trees: list[VesselTree]) -> pd.DataFrame:
     """One row per tree: :func:`map_statistics` plus what the generator knows (centerline, radii, loops)."""
-    from tqdm.auto import tqdm
+    from .progress import progress
 
     rows = []
-    quiet = {"disable": True} if len(trees) <= 8 else {}  # no explicit disable=False: TQDM_DISABLE must win
-    for i, t in enumerate(tqdm(trees, desc="tree statistics", **quiet)):
+    for i, t in enumerate(progress(trees, desc="tree statistics", disable=len(trees) <= 8)):
         r = t.segment_radii()
         rows.append({
             "tree": i, "kind": t.kind, "grid": t.grid, **map_statistics(t.volume), "anastomoses": t.n_loops,

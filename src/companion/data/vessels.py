@@ -1235,7 +1235,7 @@ def generate_dataset(n: int, grid: int = 64, seed: int = 0, kinds: Iterable[str]
     seeds = [int(ch.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)) for ch in children]
     it: Iterable[int] = range(n)
     if n > 8:
-        from tqdm.auto import tqdm
+        from ..progress import progress
 
-        it = tqdm(it, total=n, desc="vessel trees", leave=False)
+        it = progress(it, total=n, desc="vessel trees", leave=False)
     return [generate_tree(kinds[i % len(kinds)], grid, seeds[i], **overrides) for i in it]

@@ -485,12 +485,11 @@ def compression_table(run: ChapterRun, sparse: SparseVAE, latents: pd.DataFrame)
 
 # ----------------------------------------------------------------------------------------------- cost
 def _measure_all(run: ChapterRun, jobs: list[tuple[str, int, float]], steps: int, desc: str) -> pd.DataFrame:
-    from tqdm.auto import tqdm
-
+    from ..progress import progress
     from .cost import measure
 
     rows = []
-    for m, g, occ in tqdm(jobs, desc=desc, leave=False):
+    for m, g, occ in progress(jobs, desc=desc, leave=False):
         rows.append(measure(m, g, occ, run.cfg, steps=1 if g >= 512 else steps, device=run.device, seed=run.seed))
     return pd.DataFrame(rows)
 
