@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy import ndimage
 
 from .. import metrics
 from ..chapter import ChapterRun
@@ -50,6 +49,11 @@ def dense_config(cfg: dict[str, Any]) -> DenseVAEConfig:
     """Dense AutoencoderKL with 8x compression, channels matched to the sparse model's parameter count."""
     n_sparse = count_parameters(build_sparse(cfg))
     return matched_dense_channels(n_sparse, cfg["latent_channels"], groups=cfg["groups"])
+
+
+def dense_crop(cfg: dict[str, Any]) -> str:
+    """What the dense VAE trains on at this preset: whole volumes (``dense_patch >= grid``) or patches."""
+    return "whole volumes" if cfg["dense_patch"] >= cfg["grid"] else f"{cfg['dense_patch']}³ patches"
 
 
 def build_dense(cfg: dict[str, Any]) -> torch.nn.Module:
@@ -211,7 +215,7 @@ def figure_training(run: ChapterRun, sparse: TrainState, dense: TrainState):
     for col, lab in (("bce", "BCE over V_gt ∪ V_dec (Eq. 6)"), ("level_bce", "pruning-head BCE")):
         axes[0].plot(hs["epoch"] + 1, hs[col], label=lab)
     axes[0].set_title(f"VAEsselSparse ({sparse.source})", fontsize=10)
-    crop = "whole volumes" if run.cfg["dense_patch"] >= run.cfg["grid"] else f"{run.cfg['dense_patch']}³ patches"
+    crop = dense_crop(run.cfg)
     for col, lab in (("bce", "BCE over every voxel"), ("dice_loss", "soft Dice loss")):
         axes[1].plot(hd["epoch"] + 1, hd[col], label=lab)
     axes[1].set_title(f"Dense VAE, {crop} ({dense.source})", fontsize=10)
@@ -286,7 +290,7 @@ def table_1(run: ChapterRun, per_volume: pd.DataFrame, params: dict[str, int]):
     df = run.results.paper_table(1, rep[TABLE1_COLUMNS + [CLDICE_VARIANT]])
     df["note"] = [NOT_RUN.get(m, "reproduced here" if m in rep.index else "") for m in df.index]
     n = per_volume["volume"].nunique()
-    crop = "whole volumes" if run.cfg["dense_patch"] >= run.cfg["grid"] else f"{run.cfg['dense_patch']}³ patches"
+    crop = dense_crop(run.cfg)
     return df, run.results.table(
         "table-1", df, f"Table 1: reconstruction of {n} held-out test volumes (mean; Dice, clDice in %; clDice as "
                        f"defined by Shit et al.; '{CLDICE_VARIANT}' also counts specks that thinning deletes; β "
@@ -347,35 +351,6 @@ def figure_2(run: ChapterRun, recon: dict[str, list[np.ndarray]], per_volume: pd
     run.results.figure("fig-2", fig, "Figure 2: test volumes and their reconstructions (surface renders; blue: "
                                       "largest connected component, red: disconnected pieces)")
     return fig
-
-
-# ----------------------------------------------------------------------------------------------- exercises
-def metric_sensitivity(volume: Any, specks: int = 20, seed: int = 0) -> pd.DataFrame:
-    """Each Table 1 metric on three controlled damages of one reference map: a cut (every vessel crossing a
-    2-voxel slab through the middle of the grid removed), ``specks`` isolated 2x2x2 specks added away from the
-    vessels, and both."""
-    ref = np.asarray(volume, bool)
-    mid = ref.shape[0] // 2
-    cut = ref.copy()
-    cut[mid - 1:mid + 1] = False
-    speck = ref.copy()
-    rng = np.random.default_rng(seed)
-    far = ~ndimage.binary_dilation(ref, iterations=3)
-    placed = 0
-    for x, y, z in rng.permutation(np.argwhere(far[:-2, :-2, :-2])):
-        if placed == specks:
-            break
-        if far[x:x + 2, y:y + 2, z:z + 2].all() and not ndimage.binary_dilation(speck, iterations=2)[x, y, z]:
-            speck[x:x + 2, y:y + 2, z:z + 2] = True
-            placed += 1
-    rows = {}
-    for name, p in (("cut through the middle", cut), (f"{placed} specks added", speck),
-                    ("cut and specks", cut | (speck & ~ref))):
-        be = metrics.betti_errors(p, ref)
-        rows[name] = {"voxels changed": int((p != ref).sum()), "Dice": 100 * metrics.dice(p, ref),
-                      "clDice": 100 * metrics.cldice(p, ref), CLDICE_VARIANT: 100 * metrics.cldice_kept_blobs(p, ref),
-                      "β0 error": be["b0_error"], "β1 error": be["b1_error"]}
-    return pd.DataFrame(rows).T
 
 
 # --------------------------------------------------------------------------------------- β0: where it goes wrong
