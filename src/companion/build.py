@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHAPTERS: dict[str, str] = {
     "vessel_data": "notebooks/00_vessel_data.ipynb",
     "vaesselsparse": "notebooks/01_vaesselsparse.ipynb",
+    "vaesselsparse_latent": "notebooks/01b_vaesselsparse_latent.ipynb",
 }
 
 ACCESS_TEXT = {"open": "open download", "registration": "registration", "request": "on request",

@@ -186,3 +186,37 @@ def test_flow_matching_learns_a_shifted_distribution():
 def test_the_unet_has_three_levels():
     with pytest.raises(ValueError, match="three encoder and decoder blocks"):
         generate.build_unet(2, [8, 16])
+
+
+def test_flow_matching_under_torchrun_keeps_ranks_identical(tmp_path):
+    """Two gloo ranks train the flow U-Net with the chapter's epoch function: DDP keeps their weights identical,
+    and each rank sees its own share of the data (different losses)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp_flow.py"
+    script.write_text(
+        "import json, sys, torch, torch.distributed as dist\n"
+        "from companion.vaesselsparse import generate\n"
+        "from companion.vaesselsparse.train import state_digest, world, wrap_distributed\n"
+        "dist.init_process_group('gloo')\n"
+        "torch.manual_seed(0)\n"
+        "model = generate.build_unet(2, [8, 8, 16])\n"
+        "ddp = wrap_distributed(model)\n"
+        "opt = torch.optim.AdamW(ddp.parameters(), lr=1e-3)\n"
+        "data = torch.randn(16, 2, 4, 4, 4, generator=torch.Generator().manual_seed(1))\n"
+        "loss = [generate.flow_epoch(ddp, opt, data, batch=4, epoch=e, seed=0)['loss'] for e in range(2)]\n"
+        "rank, size = world()\n"
+        f"open(r'{tmp_path}' + f'/rank{{rank}}.json', 'w').write(json.dumps({{'size': size, "
+        "'digest': state_digest(model), 'loss': loss}))\n"
+        "dist.destroy_process_group()\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["size"] for r in ranks] == [2, 2]
+    assert ranks[0]["digest"] == ranks[1]["digest"]
+    assert ranks[0]["loss"] != ranks[1]["loss"]

@@ -86,17 +86,23 @@ def _pad(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def flow_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, data: torch.Tensor, *, batch: int, epoch: int,
                seed: int) -> dict[str, float]:
-    """One epoch of the flow-matching loss over standardised, padded latents ``data``: ``{"loss": mean}``."""
+    """One epoch of the flow-matching loss over standardised, padded latents ``data``: ``{"loss": mean}``.
+    Under torchrun (``model`` wrapped in DistributedDataParallel) each rank takes its share of the epoch's batches
+    (part 1's :func:`~companion.vaesselsparse.train.epoch_batches`) and draws its own noise and times."""
+    from .train import epoch_batches, world
+
     sched = scheduler()
-    gen = torch.Generator().manual_seed(seed * 100003 + epoch)
-    perm = torch.randperm(len(data), generator=gen)
+    rank, _ = world()
+    gen = torch.Generator().manual_seed((seed * 100003 + epoch) * 1009 + rank)
     losses = []
     model.train()
-    for i in range(0, len(data), batch):
-        x0 = data[perm[i:i + batch]]
+    dev = next(model.parameters()).device
+    for idx in epoch_batches(len(data), min(batch, len(data)), epoch, seed):
+        x0 = data[idx]
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.rand(len(x0), generator=gen) * sched.num_train_timesteps
         xt = sched.add_noise(x0, noise, t)
+        x0, noise, xt, t = x0.to(dev), noise.to(dev), xt.to(dev), t.to(dev)
         loss = torch.nn.functional.mse_loss(model(xt, timesteps=t), x0 - noise)
         opt.zero_grad()
         loss.backward()
@@ -115,13 +121,14 @@ def sample(model: torch.nn.Module, n: int, shape: tuple[int, ...], steps: int, s
     ts = list(sched.timesteps) + [torch.tensor(0.0)]
     gen = torch.Generator().manual_seed(seed)
     model.eval()
+    dev = next(model.parameters()).device
     out = []
     for i in progress(range(0, n, batch), desc="sampling", leave=False):
-        x = torch.randn((min(batch, n - i), *shape), generator=gen)
+        x = torch.randn((min(batch, n - i), *shape), generator=gen).to(dev)
         for t, t_next in zip(ts[:-1], ts[1:]):
-            v = model(x, timesteps=torch.full((len(x),), float(t)))
+            v = model(x, timesteps=torch.full((len(x),), float(t), device=dev))
             x, _ = sched.step(v, float(t), x, float(t_next))
-        out.append(x[..., :d, :d, :d])
+        out.append(x[..., :d, :d, :d].cpu())
     return torch.cat(out).numpy()
 
 
@@ -136,3 +143,46 @@ def describe(widths: list[int], channels: int) -> dict[str, Any]:
     model = build_unet(channels, widths)
     return {"widths": list(widths), "channels": channels,
             "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train both flow-matching U-Nets with the chapter's own function (``latent_chapter.train_flows``), under
+    torchrun at paper scale: ``torchrun --nproc_per_node 4 -m companion.vaesselsparse.generate --scale paper
+    --device cuda``.  Part 1's VAEs come from the checkpoint cache (trained first if missing); the flows' weights
+    go to the same cache, which the notebook then loads."""
+    import argparse
+    import os
+
+    import torch.distributed as dist
+
+    from ..chapter import start
+    from . import latent_chapter as vl
+
+    ap = argparse.ArgumentParser(prog="python -m companion.vaesselsparse.generate",
+                                 description="Train the flow-matching U-Nets of chapter 1 part 2; torchrun-ready.")
+    ap.add_argument("--scale", default="ci", choices=["ci", "laptop", "paper"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (each rank uses cuda:LOCAL_RANK)")
+    ap.add_argument("--out", default=None, help="results root (default: $COMPANION_RESULTS or ./results)")
+    args = ap.parse_args(argv)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device = args.device
+    if distributed:
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        if device == "cuda":
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(device)
+    try:
+        run = start("vaesselsparse_latent", scale=args.scale, device=device, seed=args.seed, output_dir=args.out)
+        vl.check(run)
+        flows = vl.train_flows(run, vl.load_vaes(run), vl.generation_data(run))
+        for name, f in flows.items():
+            print(f"{name}: {f['state'].source}, last loss {f['state'].history[-1]['loss']:.4f}", flush=True)
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
