@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from .labelled import check_count, check_grid, labels_and_seeds, resolve_class_sizes
 from .vessels import _DRAW_MIN_RADIUS, _euler26, rasterize_capsules
 
 __all__ = [
@@ -226,14 +227,6 @@ class CowSample:
                 f"grid={self.volume.shape[0]}, voxels={int(self.volume.sum())}, topology_ok={self.topology_ok})")
 
 
-def _check_grid(grid: Any) -> int:
-    if isinstance(grid, bool) or not isinstance(grid, (int, np.integer)):
-        raise ValueError(f"grid must be an integer in [32, 512], got {grid!r}")
-    if not 32 <= int(grid) <= 512:
-        raise ValueError(f"grid must be in [32, 512], got {grid}")
-    return int(grid)
-
-
 def _bezier(p0: np.ndarray, c: np.ndarray, p1: np.ndarray, step: float = 1.0) -> np.ndarray:
     approx = np.linalg.norm(c - p0) + np.linalg.norm(p1 - c)
     n = max(3, int(math.ceil(approx / step)))
@@ -344,7 +337,7 @@ def generate_cow(label: int, grid: int = 48, seed: int = 0, side: str | None = N
     ``np.random.default_rng(seed)``.  Draws are repeated (at most ``max_attempts``) until the map's Betti numbers
     ``(b0, b1)`` equal the class graph's ``(components, cycle rank)``.
     """
-    grid = _check_grid(grid)
+    grid = check_grid(grid)
     class_graph(label, side)  # validates label and side
     label = int(label)
     rng = np.random.default_rng(int(seed))
@@ -391,24 +384,7 @@ def default_class_sizes(n: int, minimum: int = 1) -> list[int]:
 
 
 def _class_sizes(n: int, class_sizes: Sequence[int] | Mapping[str, int] | None) -> list[int]:
-    if class_sizes is None:
-        return list(DEFAULT_SIZES_126) if n == 126 else default_class_sizes(n)
-    if isinstance(class_sizes, Mapping):
-        bad = sorted(set(class_sizes) - set(CLASSES))
-        if bad:
-            raise ValueError(f"unknown class(es) {', '.join(map(repr, bad))}; valid classes: {', '.join(CLASSES)}")
-        sizes = [class_sizes.get(c, 0) for c in CLASSES]
-    else:
-        sizes = list(class_sizes)
-        if len(sizes) != len(CLASSES):
-            raise ValueError(f"class_sizes needs {len(CLASSES)} entries ({', '.join(CLASSES)}), got {len(sizes)}")
-    for v in sizes:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"class sizes must be non-negative integers, got {sizes}")
-    sizes = [int(v) for v in sizes]
-    if sum(sizes) != n:
-        raise ValueError(f"class sizes {sizes} sum to {sum(sizes)}, not n = {n}")
-    return sizes
+    return list(DEFAULT_SIZES_126) if n == 126 else default_class_sizes(n) if class_sizes is None else resolve_class_sizes(n, class_sizes, CLASSES)
 
 
 def generate_cow_set(n: int = 126, grid: int = 48, seed: int = 0,
@@ -419,17 +395,9 @@ def generate_cow_set(n: int = 126, grid: int = 48, seed: int = 0,
     :func:`default_class_sizes`).  Item ``i`` uses child ``i`` of ``np.random.SeedSequence(seed).spawn(n + 1)``
     (its first 63-bit state word is the sample's ``seed``); child ``n`` shuffles the labels.  Deterministic.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise ValueError(f"n must be an integer >= {len(CLASSES)}, got {n!r}")
-    n = int(n)
-    if n < len(CLASSES):
-        raise ValueError(f"n must be at least the number of classes ({len(CLASSES)}), got {n}")
-    grid = _check_grid(grid)
-    sizes = _class_sizes(n, class_sizes)
-    children = np.random.SeedSequence(int(seed)).spawn(n + 1)
-    seeds = [int(ch.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)) for ch in children[:n]]
-    labels = np.repeat(np.arange(len(CLASSES)), sizes)
-    labels = labels[np.random.default_rng(children[n]).permutation(n)]
+    n = check_count(n, len(CLASSES))
+    grid = check_grid(grid)
+    labels, seeds = labels_and_seeds(_class_sizes(n, class_sizes), seed)
     it: Any = range(n)
     if n > 8:
         from ..progress import progress

@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from .labelled import check_count, check_grid, labels_and_seeds, resolve_class_sizes
 from .vessels import _DRAW_MIN_RADIUS, VesselTree, generate_tree, rasterize_capsules
 
 __all__ = [
@@ -82,18 +83,10 @@ def min_pathology_radius(grid: int) -> float:
     return max(1.0, 0.025 * float(grid))
 
 
-def _check_grid(grid: Any) -> int:
-    if isinstance(grid, bool) or not isinstance(grid, (int, np.integer)):
-        raise ValueError(f"grid must be an integer in [32, 512], got {grid!r}")
-    if not 32 <= int(grid) <= 512:
-        raise ValueError(f"grid must be in [32, 512], got {grid}")
-    return int(grid)
-
-
 def pathology_tree(grid: int, seed: int) -> VesselTree:
     """The healthy cerebral-like tree every sample starts from: ``generate_tree("cerebral", grid, seed,
     **TREE_OVERRIDES)``."""
-    return generate_tree("cerebral", _check_grid(grid), int(seed), **TREE_OVERRIDES)
+    return generate_tree("cerebral", check_grid(grid), int(seed), **TREE_OVERRIDES)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -406,7 +399,7 @@ def generate_pathology(class_name: str, grid: int, seed: int) -> PathologySample
     """One sample of class ``class_name`` grown from tree seed ``seed``."""
     if class_name not in CLASSES:
         raise ValueError(f"unknown class {class_name!r}; valid classes: {', '.join(CLASSES)}")
-    grid, seed = _check_grid(grid), int(seed)
+    grid, seed = check_grid(grid), int(seed)
     label = CLASSES.index(class_name)
     tree = pathology_tree(grid, seed)
     rng = np.random.default_rng([seed, label])
@@ -427,24 +420,7 @@ def default_class_sizes(n: int) -> list[int]:
 
 
 def _class_sizes(n: int, class_sizes: Sequence[int] | Mapping[str, int] | None) -> list[int]:
-    if class_sizes is None:
-        return default_class_sizes(n)
-    if isinstance(class_sizes, Mapping):
-        bad = sorted(set(class_sizes) - set(CLASSES))
-        if bad:
-            raise ValueError(f"unknown class(es) {', '.join(map(repr, bad))}; valid classes: {', '.join(CLASSES)}")
-        sizes = [class_sizes.get(c, 0) for c in CLASSES]
-    else:
-        sizes = list(class_sizes)
-        if len(sizes) != len(CLASSES):
-            raise ValueError(f"class_sizes needs {len(CLASSES)} entries ({', '.join(CLASSES)}), got {len(sizes)}")
-    for v in sizes:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"class sizes must be non-negative integers, got {sizes}")
-    sizes = [int(v) for v in sizes]
-    if sum(sizes) != n:
-        raise ValueError(f"class sizes {sizes} sum to {sum(sizes)}, not n = {n}")
-    return sizes
+    return default_class_sizes(n) if class_sizes is None else resolve_class_sizes(n, class_sizes, CLASSES)
 
 
 def generate_pathology_set(n: int, grid: int = 48, seed: int = 0,
@@ -456,17 +432,9 @@ def generate_pathology_set(n: int, grid: int = 48, seed: int = 0,
     ``np.random.SeedSequence(seed).spawn(n + 1)`` (its first 63-bit state word is the sample's ``seed``); child
     ``n`` shuffles the order of the labels.  The same call gives identical arrays.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise ValueError(f"n must be an integer >= {len(CLASSES)}, got {n!r}")
-    n = int(n)
-    if n < len(CLASSES):
-        raise ValueError(f"n must be at least the number of classes ({len(CLASSES)}), got {n}")
-    grid = _check_grid(grid)
-    sizes = _class_sizes(n, class_sizes)
-    children = np.random.SeedSequence(int(seed)).spawn(n + 1)
-    seeds = [int(ch.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)) for ch in children[:n]]
-    labels = np.repeat(np.arange(len(CLASSES)), sizes)
-    labels = labels[np.random.default_rng(children[n]).permutation(n)]
+    n = check_count(n, len(CLASSES))
+    grid = check_grid(grid)
+    labels, seeds = labels_and_seeds(_class_sizes(n, class_sizes), seed)
     it: Any = range(n)
     if n > 8:
         from ..progress import progress

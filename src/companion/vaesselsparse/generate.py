@@ -151,12 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     --device cuda``.  Part 1's VAEs come from the checkpoint cache (trained first if missing); the flows' weights
     go to the same cache, which the notebook then loads."""
     import argparse
-    import os
 
     import torch.distributed as dist
 
     from ..chapter import start
     from . import latent_chapter as vl
+    from .train import init_distributed
 
     ap = argparse.ArgumentParser(prog="python -m companion.vaesselsparse.generate",
                                  description="Train the flow-matching U-Nets of chapter 1 part 2; torchrun-ready.")
@@ -165,13 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (each rank uses cuda:LOCAL_RANK)")
     ap.add_argument("--out", default=None, help="results root (default: $COMPANION_RESULTS or ./results)")
     args = ap.parse_args(argv)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    device = args.device
-    if distributed:
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
-        if device == "cuda":
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-            torch.cuda.set_device(device)
+    distributed, device = init_distributed(args.device)
     try:
         run = start("vaesselsparse_latent", scale=args.scale, device=device, seed=args.seed, output_dir=args.out)
         vl.check(run)

@@ -46,6 +46,18 @@ def wrap_distributed(model: torch.nn.Module) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
 
+def init_distributed(device: str) -> tuple[bool, str]:
+    """Under torchrun (``WORLD_SIZE`` > 1): join the process group (nccl on CUDA, gloo on CPU) and give each rank
+    its own GPU (``cuda:LOCAL_RANK``).  Returns (distributed, this rank's device)."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        if device == "cuda":
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(device)
+    return distributed, device
+
+
 def epoch_batches(n_items: int, batch_size: int, epoch: int, seed: int) -> list[list[int]]:
     """This rank's batches for ``epoch``: a seeded permutation, dealt round-robin to the ranks, cut to the same
     number of full batches on every rank."""
@@ -136,13 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs is not None and args.epochs < 1:
         ap.error("--epochs must be >= 1")
 
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    device = args.device
-    if distributed:
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
-        if device == "cuda":
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-            torch.cuda.set_device(device)
+    distributed, device = init_distributed(args.device)
     try:
         overrides = {} if args.epochs is None else {"epochs": args.epochs, "dense_epochs": args.epochs}
         run = start("vaesselsparse", scale=args.scale, data=args.data, device=device, seed=args.seed,
