@@ -152,3 +152,35 @@ def test_class_sizes_keep_a_minimum_per_class_for_cross_validation():
     assert sum(sizes) == 100 and min(sizes) >= 3 and sizes[0] == max(sizes)
     with pytest.raises(ValueError, match="at least 24"):
         default_class_sizes(20, minimum=3)
+
+
+# ----------------------------------------------------------------------------------------------- lesions (INSTED)
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_stenosis_only_narrows_and_an_aneurysm_only_adds_a_blob(seed):
+    """Same seed, same anatomy: the lesion is the only difference from the healthy map."""
+    import cc3d
+
+    from companion.data.cow import generate_lesion
+
+    h, st, an = (generate_lesion(c, 48, seed) for c in ("healthy", "stenosis", "aneurysm"))
+    assert (h.label, st.label, an.label) == (0, 1, 2)
+    removed, added = h.volume & ~st.volume, st.volume & ~h.volume
+    assert added.sum() == 0 and removed.sum() > 0  # a stenosis removes voxels and adds none
+    p = st.parameters
+    assert p["segment"].split("_")[0] in ("ICA", "MCA", "BA", "A1", "P1") and 0.3 <= p["s"] <= 0.9
+    blob = an.volume & ~h.volume
+    assert (h.volume & ~an.volume).sum() == 0 and blob.sum() > 0  # an aneurysm only adds
+    assert cc3d.connected_components(blob, connectivity=26).max() >= 1
+    R = an.parameters["R"]
+    assert blob.sum() <= 2.5 * (4 / 3) * np.pi * R ** 3 * 1.25 ** 2 + 200  # about the sac (and its neck), no more
+
+
+def test_lesion_set_is_balanced_deterministic_and_checked():
+    from companion.data.cow import LESION_CLASSES, generate_lesion, generate_lesion_set
+
+    a, b = generate_lesion_set(9, 32, 4), generate_lesion_set(9, 32, 4)
+    assert [s.label for s in a] == [s.label for s in b] and all(np.array_equal(x.volume, y.volume) for x, y in zip(a, b))
+    assert np.bincount([s.label for s in a]).tolist() == [3, 3, 3]
+    assert LESION_CLASSES == ("healthy", "stenosis", "aneurysm")
+    with pytest.raises(ValueError, match="unknown class"):
+        generate_lesion("dissection", 48, 0)

@@ -129,6 +129,16 @@ SIDE_BRANCH_RADIUS = 0.55
 MIN_A_SEPARATION = 0.08  # smallest x distance between the two A1/A2 junctions (grid fraction)
 _CENTRE = np.array([0.5, 0.55, 0.42])
 
+# Lesions on a complete ring (the INSTED stand-in, :func:`generate_lesion`): sites of our choosing among the common
+# ones (stenoses of the large arteries; aneurysms at the anterior communicating complex, the ICA terminus, the
+# basilar tip and the P1/Pcom junction), sizes as in companion.data.pathology
+LESION_CLASSES: tuple[str, ...] = ("healthy", "stenosis", "aneurysm")
+STENOSIS_SITES = ("ICA", "MCA", "BA", "A1", "P1")
+STENOSIS_SEVERITY = (0.3, 0.9)
+ANEURYSM_SITES = ("AJ", "IT", "BT", "PJ")
+ANEURYSM_K = (1.5, 4.0)
+ANEURYSM_MAX_FRAC = 0.09  # largest sac semi-axis, grid fraction
+
 
 def class_graph(label: int, side: str | None = None) -> dict[str, str]:
     """Status of every segment for class ``label``: ``"normal"``, ``"absent"``, ``"hypoplastic"`` or ``"enlarged"``.
@@ -242,8 +252,11 @@ def _rotation(rng: np.random.Generator) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def _draw(grid: int, status: dict[str, str], rng: np.random.Generator):
-    """One random draw of the layout: returns (volume, radii of present segments, number of side branches)."""
+def _draw(grid: int, status: dict[str, str], rng: np.random.Generator, lesion: str | None = None,
+          lrng: np.random.Generator | None = None):
+    """One random draw of the layout: returns (volume, radii of present segments, number of side branches, lesion
+    parameters).  ``lesion``: None, ``"stenosis"`` or ``"aneurysm"`` (see :func:`generate_lesion`), drawn from its
+    own generator ``lrng`` so that the anatomy is the same with and without it."""
     G = float(grid)
     sc = G - 1.0
     # node and control-point jitter (grid fractions), then one global rotation + scale about the centre
@@ -273,17 +286,36 @@ def _draw(grid: int, status: dict[str, str], rng: np.random.Generator):
             radii[k] = normal[k]
     A, B, RA, RB = [], [], [], []
 
-    def add(pts: np.ndarray, r0: float, r1: float) -> None:
+    def add(pts: np.ndarray, r0: float, r1: float, narrow=None) -> None:
         t = np.linspace(0.0, 1.0, len(pts))
         r = np.maximum(r0 + (r1 - r0) * t, _DRAW_MIN_RADIUS)
+        if narrow is not None:  # a stenosis: drawn as narrowed, below the draw minimum too (may leave a gap)
+            r = np.where(narrow < 1.0, r * narrow, r)
         A.append(pts[:-1]), B.append(pts[1:]), RA.append(r[:-1]), RB.append(r[1:])
+
+    params: dict[str, Any] = {}
+    sten_seg = None
+    if lesion == "stenosis":
+        cands = [k for k in radii if SEGMENTS[k]["base"] in STENOSIS_SITES]
+        sten_seg = cands[int(lrng.integers(len(cands)))]
+        params = {"lesion": "stenosis", "segment": sten_seg, "s": float(lrng.uniform(*STENOSIS_SEVERITY))}
 
     n_branches = 0
     lo_lim = 1.0
     for k, r in radii.items():
         sg = SEGMENTS[k]
         pts = _bezier(nodes[sg["a"]], ctrls[k], nodes[sg["b"]])
-        add(pts, r, r * sg["taper"])
+        narrow = None
+        if k == sten_seg:
+            from .pathology import stenosis_profile
+
+            t = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))]
+            length = float(t[-1])
+            w = min(float(lrng.uniform(1.0, 2.0)) * r, length / 6.0)
+            t0 = float(lrng.uniform(0.3, 0.7)) * length
+            narrow = stenosis_profile(t, 1.0, params["s"], t0, w)
+            params.update(t0=t0, w=w, radius=r, length=length)
+        add(pts, r, r * sg["taper"], narrow)
         if sg["base"] not in _BRANCHING:
             continue
         nb = int(rng.integers(SIDE_BRANCHES[0], SIDE_BRANCHES[1] + 1))
@@ -324,9 +356,31 @@ def _draw(grid: int, status: dict[str, str], rng: np.random.Generator):
             cb = 0.5 * (x0 + x1) + 0.12 * length * perp / max(np.linalg.norm(perp), 1e-9)
             add(_bezier(x0, cb, x1), rb, 0.8 * rb)
             n_branches += 1
+    sac = None
+    if lesion == "aneurysm":
+        from .pathology import _random_rotation, ellipsoid_mask
+
+        site = ANEURYSM_SITES[int(lrng.integers(len(ANEURYSM_SITES)))]
+        node = site if site in nodes else f"{site}_{lrng.choice(['L', 'R'])}"
+        touching = [radii[k] for k in radii if node in (SEGMENTS[k]["a"], SEGMENTS[k]["b"])]
+        rp = max(touching) if touching else max(radii.values())
+        k_ = float(lrng.uniform(*ANEURYSM_K))
+        R = min(k_ * rp, ANEURYSM_MAX_FRAC * G)
+        out = nodes[node] - _CENTRE * sc
+        out = out / max(np.linalg.norm(out), 1e-9) + lrng.normal(0.0, 0.35, 3)
+        out /= np.linalg.norm(out)
+        centre = np.clip(nodes[node] + out * (R + 0.5 * rp), R + 1.0, sc - R - 1.0)
+        axes = R * np.r_[1.0, lrng.uniform(0.75, 1.25, 2)]
+        sac = ellipsoid_mask(grid, centre, axes, _random_rotation(rng))
+        neck = 0.6 * R
+        add(np.stack([nodes[node], centre]), min(neck, rp), neck)
+        params = {"lesion": "aneurysm", "site": node, "parent_radius": rp, "k": k_, "R": R,
+                  "centre": centre.tolist(), "axes": axes.tolist()}
     vol = rasterize_capsules(grid, np.concatenate(A), np.concatenate(B), np.concatenate(RA),
                              np.concatenate(RB))[0]
-    return vol, radii, n_branches
+    if sac is not None:
+        vol |= sac
+    return vol, radii, n_branches, params
 
 
 def generate_cow(label: int, grid: int = 48, seed: int = 0, side: str | None = None, *,
@@ -350,7 +404,7 @@ def generate_cow(label: int, grid: int = 48, seed: int = 0, side: str | None = N
     want = graph_topology(present)
     ok = False
     for attempt in range(1, max(1, int(max_attempts)) + 1):
-        vol, radii, nb = _draw(grid, status, rng)
+        vol, radii, nb, _ = _draw(grid, status, rng)
         b0, b1, _ = map_topology(vol)
         if (b0, b1) == want:
             ok = True
@@ -384,7 +438,7 @@ def default_class_sizes(n: int, minimum: int = 1) -> list[int]:
 
 
 def _class_sizes(n: int, class_sizes: Sequence[int] | Mapping[str, int] | None) -> list[int]:
-    return list(DEFAULT_SIZES_126) if n == 126 else default_class_sizes(n) if class_sizes is None else resolve_class_sizes(n, class_sizes, CLASSES)
+    return default_class_sizes(n) if class_sizes is None else resolve_class_sizes(n, class_sizes, CLASSES)
 
 
 def generate_cow_set(n: int = 126, grid: int = 48, seed: int = 0,
@@ -404,3 +458,34 @@ def generate_cow_set(n: int = 126, grid: int = 48, seed: int = 0,
 
         it = progress(it, total=n, desc="circle-of-Willis maps", leave=False)
     return [generate_cow(int(labels[i]), grid, seeds[i]) for i in it]
+
+
+def generate_lesion(class_name: str, grid: int = 48, seed: int = 0):
+    """One map of the INSTED stand-in: a complete circle of Willis (random layout, radii and side branches as in
+    :func:`generate_cow`, one draw, no topology retry, the same procedure for every class) that is healthy, carries
+    a stenosis (radius x (1 - s exp(-(t - t0)^2 / 2w^2)) along one large artery, s ~ U(0.3, 0.9), w ~ U(1, 2) x the
+    radius, t0 in the middle 40 % of the segment) or a saccular aneurysm (an ellipsoid of semi-axes R (1, a, b),
+    R = k x the largest radius at the site, k ~ U(1.5, 4), joined by a neck, pointing away from the ring's
+    centre).  Returns a :class:`companion.data.pathology.PathologySample`."""
+    from .pathology import PathologySample
+
+    if class_name not in LESION_CLASSES:
+        raise ValueError(f"unknown class {class_name!r}; classes: {', '.join(LESION_CLASSES)}")
+    grid = check_grid(grid)
+    rng, lrng = np.random.default_rng(int(seed)), np.random.default_rng([int(seed), 1])
+    vol, radii, nb, params = _draw(grid, class_graph(0), rng, None if class_name == "healthy" else class_name, lrng)
+    return PathologySample(volume=vol, label=LESION_CLASSES.index(class_name), class_name=class_name,
+                           parameters={**params, "side_branches": nb}, seed=int(seed))
+
+
+def generate_lesion_set(n: int, grid: int = 48, seed: int = 0,
+                        class_sizes: Sequence[int] | Mapping[str, int] | None = None) -> list:
+    """``n`` maps of the INSTED stand-in over :data:`LESION_CLASSES` (balanced by default), seeded like
+    :func:`generate_cow_set`."""
+    from .pathology import default_class_sizes as balanced
+
+    n = check_count(n, len(LESION_CLASSES))
+    grid = check_grid(grid)
+    sizes = balanced(n) if class_sizes is None else resolve_class_sizes(n, class_sizes, LESION_CLASSES)
+    labels, seeds = labels_and_seeds(sizes, seed)
+    return [generate_lesion(LESION_CLASSES[int(labels[i])], grid, seeds[i]) for i in range(n)]

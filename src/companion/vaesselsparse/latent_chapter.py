@@ -52,11 +52,10 @@ class Task:
 def check(run: ChapterRun) -> None:
     """Fail before any long computation when the settings cannot work: every class needs ``folds`` maps, the ViT's
     patch must divide the grid, the generation sets must be large enough for MMD / COV / 1-NNA."""
-    from ..data.cow import CLASSES as COW_CLASSES
-    from ..data.pathology import CLASSES as PATHOLOGY_CLASSES
+    from ..data.cow import CLASSES as COW_CLASSES, LESION_CLASSES
 
     cfg, problems = run.cfg, []
-    for key, classes in (("n_insted", PATHOLOGY_CLASSES), ("n_cow", COW_CLASSES)):
+    for key, classes in (("n_insted", LESION_CLASSES), ("n_cow", COW_CLASSES)):
         if cfg[key] < cfg["folds"] * len(classes):
             problems.append(f"{key}={cfg[key]} gives fewer than folds={cfg['folds']} maps per class for "
                             f"{len(classes)} classes: set it to at least {cfg['folds'] * len(classes)}")
@@ -97,21 +96,22 @@ def _checksum(volumes: np.ndarray) -> str:
 def classification_data(run: ChapterRun) -> dict[str, Task]:
     """The two classification stand-ins on part 1's grid: generated cerebral trees with inserted stenoses and
     aneurysms (``companion.data.pathology``) and circle-of-Willis variants (``companion.data.cow``)."""
-    from ..data.cow import CLASSES as COW_CLASSES, default_class_sizes, generate_cow_set
-    from ..data.pathology import CLASSES as PATHOLOGY_CLASSES, generate_pathology_set
+    from ..data.cow import CLASSES as COW_CLASSES, LESION_CLASSES, default_class_sizes, generate_cow_set, \
+        generate_lesion_set
 
     g = grid_of(run)
-    ins = generate_pathology_set(run.cfg["n_insted"], g, run.seed + SEED_OFFSETS["insted"])
+    ins = generate_lesion_set(run.cfg["n_insted"], g, run.seed + SEED_OFFSETS["insted"])
     cow = generate_cow_set(run.cfg["n_cow"], g, run.seed + SEED_OFFSETS["topcow"],
                            class_sizes=default_class_sizes(run.cfg["n_cow"], minimum=run.cfg["folds"]))
     tasks = {}
-    for key, samples, classes in (("insted", ins, PATHOLOGY_CLASSES), ("topcow", cow, COW_CLASSES)):
+    for key, samples, classes in (("insted", ins, LESION_CLASSES), ("topcow", cow, COW_CLASSES)):
         vols = np.stack([s.volume for s in samples]).astype(bool)
         names = tuple(COW_NAMES.get(c, c) for c in classes)
         tasks[key] = Task(key, TASKS[key], vols, np.array([s.label for s in samples]), names)
         run.results.add_source(TASKS[key], "generated", _checksum(vols), grid=g, n=len(samples),
                                seed=run.seed + SEED_OFFSETS[key],
-                               generator=f"companion.data.{'pathology' if key == 'insted' else 'cow'}")
+                               generator="companion.data.cow." + ("generate_lesion_set" if key == "insted" else
+                                                                  "generate_cow_set"))
     return tasks
 
 
