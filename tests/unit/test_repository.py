@@ -100,3 +100,41 @@ def test_ci_runs_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     assert "make test" in readme and "make book" in readme
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_launch_cell_installs_only_where_companion_is_missing(tmp_path, monkeypatch):
+    """The launch cell, run as IPython runs it: nothing where companion imports; from the checkout it sits in
+    (Binder, a hub); from the configured repository elsewhere (Colab)."""
+    import importlib.util
+
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    from companion import launch
+
+    url, branch = "https://github.com/someone/fork", "dev"
+    code = TransformerManager().transform_cell(launch.cell_source(url, branch))
+    calls = []
+
+    class Shell:
+        def run_line_magic(self, name, line):
+            calls.append((name, line))
+
+    def run():
+        ns = {"get_ipython": Shell}
+        exec(code, ns)
+        return ns
+
+    run()
+    assert calls == [], "companion imports here: the cell must do nothing"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "companion" else real(name, *a))
+    monkeypatch.chdir(tmp_path)
+    ns = run()
+    assert calls == [("pip", 'install --quiet "$_target"')]
+    assert ns["_target"] == f"companion @ git+{url}@{branch}"
+    checkout = tmp_path / "clone"
+    (checkout / "src" / "companion").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text("")
+    (checkout / "notebooks").mkdir()
+    monkeypatch.chdir(checkout / "notebooks")
+    assert run()["_target"] == str(checkout)
