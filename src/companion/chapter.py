@@ -102,9 +102,9 @@ class ChapterRun:
             where = where.relative_to(Path.cwd())
         except ValueError:
             where = Path("…") / where.relative_to(where.parents[2])  # <results root>/<chapter>/<scale>: its tail
-        overrides = self.results.params.get("overrides") or {}
-        return (f"chapter {self.chapter}, scale {self.scale}, data {self.data}, device {self.device}, seed {self.seed}"
-                f"{', overrides ' + str(overrides) if overrides else ''}; results in {where}")
+        overrides = ", ".join(f"{k}={v!r}" for k, v in (self.results.params.get("overrides") or {}).items())
+        return (f"chapter {self.chapter}: scale {self.scale}, data {self.data}, seed {self.seed}, "
+                f"device {self.device}, overrides {overrides or 'none'}; results in {where.as_posix()}")
 
 
 def start(chapter: str, *, scale: str = "laptop", data: str = "default", device: str = "auto", seed: int = 0,
@@ -118,17 +118,4 @@ def start(chapter: str, *, scale: str = "laptop", data: str = "default", device:
     params = {"scale": scale, "data": data_id, "device": dev, "seed": seed, "overrides": dict(overrides or {}),
               "config": cfg}
     results = Results(chapter, scale, root=output_dir, seed=seed, data_label=label, params=params)
-    print(parameter_line(scale, data_id, label, seed, dev, overrides, results.dir))
     return ChapterRun(chapter, scale, data_id, dev, seed, cfg, results)
-
-
-def parameter_line(scale: str, data: str, label: str, seed: int, device: str, overrides: Mapping[str, Any] | None,
-                   results_dir: Path) -> str:
-    """The parameters a run uses, once, as the book page shows them; the results folder relative to the working
-    directory (the repository root when the book is built), never an absolute path of the machine."""
-    where = Path(results_dir).resolve()
-    cwd = Path.cwd().resolve()
-    shown = where.relative_to(cwd) if where.is_relative_to(cwd) else Path("…", *where.parts[-2:])
-    extra = ", ".join(f"{k}={v!r}" for k, v in (overrides or {}).items()) or "none"
-    return (f"Parameters: scale {scale}; data {data} ({label}); seed {seed}; device {device}; overrides {extra}. "
-            f"Results: {shown.as_posix()}/")

@@ -168,9 +168,10 @@ def test_parameters_shown_once_and_launch_buttons(built):
     html, _, _ = built
     url, branch = launch.repository_setting(REPO)
     slug = url.removeprefix("https://github.com/")
-    for nb in CHAPTERS.values():
+    for ch, nb in CHAPTERS.items():
         page = (html / (nb.removesuffix(".ipynb") + ".html")).read_text()
-        assert page.count("Parameters: scale ci;") == 1, nb
+        assert page.count(f"chapter {ch}: scale ci, data ") == 1, f"{nb}: parameters not shown exactly once"
+        assert f"results in results/{ch}/ci" in page, nb
         assert "tag_injected-parameters" not in page, f"{nb}: papermill's injected cell is shown"
         assert f"colab.research.google.com/github/{slug}/blob/{branch}/{nb}" in page, nb
         assert f"mybinder.org/v2/gh/{slug}/{branch}?urlpath=" in page, nb
