@@ -1,5 +1,8 @@
 # Two commands a reader needs (see README):
-#   make book [SCALE=laptop|ci|paper]   execute every chapter with papermill and build _build/html
+#   make book [SCALE=laptop|ci|paper] [STUDENT=1] [FORCE=1]
+#                                       execute every chapter with papermill (reusing cached executions whose inputs
+#                                       did not change; FORCE=1 re-executes) and build _build/html; STUDENT=1 leaves
+#                                       the exercises' solutions out
 #   make test                           unit tests + every chapter at ci scale + strict book build
 #   make reference                      laptop-scale build, then refresh the committed book/reference/ from it
 # Both create the virtual environment .venv on first use (torch==2.13.0 first, then the pinned rest).
@@ -7,6 +10,9 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 SCALE  ?= laptop
+STUDENT ?=
+FORCE  ?=
+yes     = $(filter 1 yes true,$(1))
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
@@ -22,7 +28,7 @@ $(STAMP): pyproject.toml requirements/lock.txt
 	@touch $@
 
 book: $(STAMP)
-	$(PY) -m companion book --scale $(SCALE)
+	$(PY) -m companion book --scale $(SCALE) $(if $(call yes,$(STUDENT)),--student) $(if $(call yes,$(FORCE)),--force)
 
 reference: $(STAMP)
 	$(PY) -m companion book --scale laptop

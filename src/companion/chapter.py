@@ -102,9 +102,9 @@ class ChapterRun:
             where = where.relative_to(Path.cwd())
         except ValueError:
             where = Path("…") / where.relative_to(where.parents[2])  # <results root>/<chapter>/<scale>: its tail
-        overrides = self.results.params.get("overrides") or {}
-        return (f"chapter {self.chapter}, scale {self.scale}, data {self.data}, device {self.device}, seed {self.seed}"
-                f"{', overrides ' + str(overrides) if overrides else ''}; results in {where}")
+        overrides = ", ".join(f"{k}={v!r}" for k, v in (self.results.params.get("overrides") or {}).items())
+        return (f"chapter {self.chapter}: scale {self.scale}, data {self.data}, seed {self.seed}, "
+                f"device {self.device}, overrides {overrides or 'none'}; results in {where.as_posix()}")
 
 
 def start(chapter: str, *, scale: str = "laptop", data: str = "default", device: str = "auto", seed: int = 0,

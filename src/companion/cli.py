@@ -143,8 +143,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_book(args: argparse.Namespace) -> int:
     from .build import build
 
-    build(args.scale, strict=args.strict, chapters=args.chapters, results=args.results)
+    try:
+        build(args.scale, strict=args.strict, chapters=args.chapters, results=args.results, student=args.student,
+              force=args.force)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
+
+
+def cmd_launch_cell(args: argparse.Namespace) -> int:
+    from . import launch
+    from .build import REPO
+
+    try:
+        stale = launch.sync(REPO, write=not args.check)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    url, branch = launch.repository_setting(REPO)
+    for p in stale:
+        print(f"{'differs' if args.check else 'rewritten'}: {p.relative_to(REPO)}")
+    if not stale:
+        print(f"every notebook's first cell installs from {url} (branch {branch})")
+    return 1 if stale and args.check else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,7 +220,15 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--strict", action="store_true", help="Sphinx warnings are errors")
     b.add_argument("--chapters", nargs="*")
     b.add_argument("--results")
+    b.add_argument("--student", action="store_true", help="leave the exercises' solutions out of the pages and "
+                                                          "the downloadable notebooks")
+    b.add_argument("--force", action="store_true", help="re-execute every chapter, even where the cached "
+                                                        "execution in _build/executed-cache is up to date")
     b.set_defaults(func=cmd_book)
+    lc = sub.add_parser("launch-cell", help="rewrite every notebook's first cell (which installs companion on "
+                                            "Colab/Binder/JupyterHub) from _config.yml's repository setting")
+    lc.add_argument("--check", action="store_true", help="only list notebooks that differ (exit 1 if any)")
+    lc.set_defaults(func=cmd_launch_cell)
     args = p.parse_args(argv)
     return args.func(args)
 

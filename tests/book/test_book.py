@@ -1,12 +1,17 @@
 """The book at ci scale: every chapter notebook executed with papermill, results contract checked, HTML built with
-Sphinx warnings as errors.  Runs last (testpaths order) because it takes minutes."""
+Sphinx warnings as errors; a student build from the cached executions; the pages opened in headless Chromium with
+the network blocked.  Runs last (testpaths order) because it takes minutes."""
+import html as htmllib
 import json
+import re
+import shutil
 import time
 
 import pandas as pd
 import pytest
 
-from companion.build import CHAPTERS, REPO, build
+from companion import launch
+from companion.build import CHAPTERS, REPO, build, execute_chapters, strip_solutions
 from companion.results import load_claims
 
 SCALE = "ci"
@@ -17,7 +22,8 @@ BUDGET_S = 4 * 60  # ci scale: at most 4 minutes per chapter on 2 cores
 def built():
     results = REPO / "results"
     t0 = time.perf_counter()
-    html = build(SCALE, strict=True, results=results)
+    # force: the book test executes every chapter, whatever the executed-cache holds
+    html = build(SCALE, strict=True, results=results, force=True)
     return html, results, time.perf_counter() - t0
 
 
@@ -137,3 +143,247 @@ def test_training_chapter_determinism(built, tmp_path, monkeypatch):
     assert "table-fragments.csv" in compared and "table-compression.csv" in compared
     for name in compared:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def _page_text(path):
+    """Visible text of a built page, tags stripped and whitespace collapsed."""
+    text = re.sub(r"<(script|style)\b.*?</\1>", " ", path.read_text(), flags=re.S)
+    return " ".join(htmllib.unescape(re.sub(r"<[^>]+>", " ", text)).split())
+
+
+def test_pages_load_nothing_from_the_network(built):
+    """Math, search and scripts are local: no script, stylesheet or image from another host (issue 15)."""
+    html, _, _ = built
+    remote = re.compile(r"<(script|img|iframe)\b[^>]*\bsrc=[\"']?(https?:)?//|<link\b[^>]*rel=[\"']?stylesheet[^>]*"
+                        r"href=[\"']?(https?:)?//", re.I)
+    pages = sorted(html.rglob("*.html"))
+    offenders = [str(p.relative_to(html)) for p in pages if remote.search(p.read_text())]
+    assert not offenders, f"remote scripts or styles in {offenders}"
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").exists()
+    chapter = (html / (next(iter(CHAPTERS.values())).removesuffix(".ipynb") + ".html")).read_text()
+    assert "_static/mathjax/tex-chtml.js" in chapter
+
+
+def test_parameters_shown_once_and_launch_buttons(built):
+    html, _, _ = built
+    url, branch = launch.repository_setting(REPO)
+    slug = url.removeprefix("https://github.com/")
+    for ch, nb in CHAPTERS.items():
+        page = (html / (nb.removesuffix(".ipynb") + ".html")).read_text()
+        assert page.count(f"chapter {ch}: scale ci, data ") == 1, f"{nb}: parameters not shown exactly once"
+        assert f"results in results/{ch}/ci" in page, nb
+        assert "tag_injected-parameters" not in page, f"{nb}: papermill's injected cell is shown"
+        assert f"colab.research.google.com/github/{slug}/blob/{branch}/{nb}" in page, nb
+        assert f"mybinder.org/v2/gh/{slug}/{branch}?urlpath=" in page, nb
+        assert "hub/user-redirect/git-pull?repo=" + url in htmllib.unescape(page).replace("%3A", ":").replace(
+            "%2F", "/"), nb
+        downloaded = json.loads((html / "_sources" / nb).read_text())
+        assert any("injected-parameters" in c["metadata"].get("tags", []) for c in downloaded["cells"]), \
+            f"{nb}: the downloadable notebook keeps the parameters it ran with"
+
+
+def test_second_build_with_nothing_changed_executes_no_notebook(built, tmp_path):
+    """The build just executed and cached every chapter: staging them again reuses every one."""
+    _, results, _ = built
+    assert execute_chapters(SCALE, list(CHAPTERS), results=results, stage=tmp_path / "stage") == []
+    for nb in CHAPTERS.values():
+        assert (tmp_path / "stage" / nb).read_bytes() == (REPO / "_build" / "executed-cache" / (
+            f"{_chapter_of(nb)}-{SCALE}.ipynb")).read_bytes()
+
+
+def _chapter_of(nb):
+    return next(ch for ch, path in CHAPTERS.items() if path == nb)
+
+
+def _solution_probes():
+    """For every chapter: plain-text phrases from its solutions' prose, and the first line of its solutions' code."""
+    probes = {}
+    for ch, nb in CHAPTERS.items():
+        full = json.loads((REPO / nb).read_text())
+        kept = {json.dumps(c, sort_keys=True) for c in strip_solutions(full)["cells"]}
+        removed = [c for c in full["cells"] if json.dumps(c, sort_keys=True) not in kept]
+        prose = []
+        for c in removed:
+            if c["cell_type"] == "markdown":
+                m = re.search(r"[A-Za-z][A-Za-z ,]{40,}[A-Za-z]", "".join(c["source"]).replace("\n", " "))
+                if m:
+                    prose.append(" ".join(m.group(0).split()))
+        code = [next(ln for ln in "".join(c["source"]).splitlines() if ln.strip())
+                for c in removed if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+        probes[ch] = (prose, code)
+    return probes
+
+
+@pytest.fixture(scope="module")
+def student(built, tmp_path_factory):
+    """A student build of the same run, in its own folder; it reuses the cached executions."""
+    _, results, _ = built
+    return build(SCALE, strict=True, results=results, student=True,
+                 build_dir=tmp_path_factory.mktemp("student") / "_build")
+
+
+def test_student_build_has_no_solutions_instructor_build_has_them(built, student):
+    html, _, _ = built
+    probes = _solution_probes()
+    assert any(prose for prose, _ in probes.values()), "no solution text found to probe"
+    for ch, (prose, code) in probes.items():
+        nb = CHAPTERS[ch]
+        page = nb.removesuffix(".ipynb") + ".html"
+        teacher_text, student_text = _page_text(html / page), _page_text(student / page)
+        teacher_nb, student_nb = (html / "_sources" / nb).read_text(), (student / "_sources" / nb).read_text()
+        student_cells = "\n".join("".join(c["source"]) for c in json.loads(student_nb)["cells"])
+        teacher_cells = "\n".join("".join(c["source"]) for c in json.loads(teacher_nb)["cells"])
+        for phrase in prose:
+            assert phrase in teacher_text, f"{ch}: instructor page lacks solution text {phrase!r}"
+            assert phrase not in student_text, f"{ch}: student page shows solution text {phrase!r}"
+            assert phrase in " ".join(teacher_cells.split()), f"{ch}: instructor notebook lacks {phrase!r}"
+            assert phrase not in " ".join(student_cells.split()), f"{ch}: student notebook has {phrase!r}"
+        for line in code:
+            assert line in teacher_cells and line not in student_cells, f"{ch}: solution code {line!r}"
+        assert "{solution" not in student_cells and "{solution-start}" in teacher_cells
+        assert 'class="exercise' in (student / page).read_text(), f"{ch}: the exercises stay"
+    student_pages = [p for p in student.rglob("*.html")]
+    assert not [p for p in student_pages if 'class="solution' in p.read_text()], "solution blocks left"
+    assert any('class="solution' in p.read_text() for p in html.rglob("*.html")), "instructor build folds them"
+
+
+# ----------------------------------------------------------------------------------------------- browser
+BROWSER_HELP = ("headless Chromium is not installed; install it with `apt-get install -y chromium chromium-driver` "
+                "(Debian, as root; .ci/run does this) to run the browser test")
+WIDTHS = (1400, 390)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.skip(BROWSER_HELP)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",  # no network: every host fails
+                "--window-size=1400,1000"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+    driver.set_script_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def _viewport(driver, width, height=1000):
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+
+
+def _open(driver, path, query=""):
+    driver.get_log("browser")  # drop earlier entries
+    driver.get(path.as_uri() + query)
+    # wait for MathJax where the page loads it, then for every image (lazy ones made eager)
+    driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const images = () => Promise.all(Array.from(document.images).map(img => {
+            img.loading = 'eager';
+            return img.complete ? null : new Promise(r => { img.onload = img.onerror = r; });
+        }));
+        const mj = window.MathJax && window.MathJax.startup ? window.MathJax.startup.promise : null;
+        Promise.resolve(mj).then(images).then(() => done(true), () => done(false));
+    """)
+
+
+RAW_TEX = r"""
+    const out = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT, {acceptNode: n =>
+        n.parentElement.closest('pre, code, script, style, mjx-container, textarea') ? NodeFilter.FILTER_REJECT
+                                                                                     : NodeFilter.FILTER_ACCEPT});
+    while (walker.nextNode()) {
+        const t = walker.currentNode.textContent;
+        if (t.includes('\\(') || t.includes('\\[')) out.push(t.trim().slice(0, 80));
+    }
+    return out;
+"""
+
+
+def test_browser_every_page_offline(built, browser):
+    """Every built page opened with the network blocked: no console errors, every image loaded, no raw TeX."""
+    html, _, _ = built
+    pages = sorted(p for p in html.rglob("*.html") if "_static" not in p.parts)
+    assert len(pages) >= len(CHAPTERS) + 4
+    _viewport(browser, 1400)
+    problems, typeset = [], 0
+    for page in pages:
+        _open(browser, page)
+        name = str(page.relative_to(html))
+        errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        if errors:
+            problems.append(f"{name}: console errors {errors[:3]}")
+        broken = browser.execute_script(
+            "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+        if broken:
+            problems.append(f"{name}: images not loaded {broken[:3]}")
+        raw = browser.execute_script(RAW_TEX)
+        if raw:
+            problems.append(f"{name}: raw TeX left {raw[:3]}")
+        typeset += browser.execute_script("return document.querySelectorAll('mjx-container').length")
+    assert not problems, "\n".join(problems)
+    assert typeset > 0, "MathJax typeset nothing"
+    chapter = html / (CHAPTERS[list(CHAPTERS)[-1]].removesuffix(".ipynb") + ".html")
+    _open(browser, chapter)
+    assert browser.execute_script("return document.querySelectorAll('mjx-container').length") > 0
+    assert browser.execute_script("return document.querySelectorAll('img').length") > 0
+
+
+def test_browser_search_finds_cldice(built, browser):
+    html, _, _ = built
+    _viewport(browser, 1400)
+    _open(browser, html / "search.html", "?q=clDice")
+    for _ in range(150):  # results arrive one page at a time; wait for Sphinx's closing summary
+        if "Search finished" in browser.execute_script("return document.body.innerText"):
+            break
+        time.sleep(0.2)
+    hits = browser.execute_script("return Array.from(document.querySelectorAll('ul.search li a')).map(a => a.href)")
+    assert any(nb.removesuffix(".ipynb") in h for h in hits for nb in CHAPTERS.values()), hits
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_browser_report_verdicts_visible_and_screenshots(built, browser):
+    """Every verdict badge of the report lies inside the viewport, not clipped, at 1400 px and at a 390 px phone
+    width; screenshots of the intro, the chapters and the report go to _build/screenshots/."""
+    html, _, _ = built
+    shots = REPO / "_build" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    report = html / "book" / "report.html"
+    for width in WIDTHS:
+        _viewport(browser, width)
+        _open(browser, report)
+        n = browser.execute_script("return document.querySelectorAll('article .sd-badge').length")
+        assert n >= sum(len(load_claims(ch).claims) for ch in CHAPTERS), "one verdict badge per claim"
+        hidden = browser.execute_script("""
+            const vw = document.documentElement.clientWidth, out = [];
+            for (const b of document.querySelectorAll('article .sd-badge')) {
+                b.scrollIntoView({block: 'center', inline: 'nearest'});
+                const r = b.getBoundingClientRect();
+                const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+                if (r.left < 0 || r.right > vw || !hit || !(hit === b || b.contains(hit)))
+                    out.push(b.textContent + ' at ' + Math.round(r.left) + '..' + Math.round(r.right));
+            }
+            window.scrollTo(0, 0);
+            return out;""")
+        assert not hidden, f"{width} px: verdicts outside the viewport: {hidden[:5]}"
+        assert browser.execute_script("return window.scrollX") == 0
+        browser.save_screenshot(str(shots / f"report-{width}.png"))
+        for page in (report, html / "book" / "datasets.html"):
+            _open(browser, page)
+            assert browser.execute_script(
+                "return document.documentElement.scrollWidth <= document.documentElement.clientWidth"), \
+                f"{page.name} scrolls sideways at {width} px"
+    _viewport(browser, 1400)
+    for name, page in [("intro", "book/intro.html")] + [
+            (ch, nb.removesuffix(".ipynb") + ".html") for ch, nb in CHAPTERS.items()]:
+        _open(browser, html / page)
+        browser.save_screenshot(str(shots / f"{name}-1400.png"))
+    assert (shots / "intro-1400.png").stat().st_size > 0

@@ -1,7 +1,7 @@
 """The real manifests: every dataset of the four papers is there, valid, and listed by `companion data list`."""
 import pytest
 
-from companion.build import datasets_markdown
+from companion.build import dataset_blocks, datasets_markdown
 from companion.cli import main
 from companion.data.manifests import ACCESS_LEVELS, load_manifests
 
@@ -89,8 +89,9 @@ def test_atm22_needs_registration_but_downloads_directly(capsys, tmp_path, monke
     assert main(["data", "list"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("atm22 "))
     assert "registration (zenodo.org: open download)" in line
-    row = next(r for r in datasets_markdown().splitlines() if "(`atm22`)" in r)
-    assert "registration; the files download directly from zenodo.org" in row
+    block = dataset_blocks()["atm22"]
+    assert "(`atm22`) {bdg-info}`registration`" in block[0]
+    assert "* **Access:** registration; the files download directly from zenodo.org" in block
     monkeypatch.setenv("COMPANION_DATA", str(tmp_path))
     assert main(["data", "status", "atm22"]) == 0
     assert "register first, then companion data fetch atm22" in capsys.readouterr().out
@@ -108,12 +109,12 @@ def test_checksum_summary():
 
 def test_datasets_page_rows_follow_the_manifests():
     page = datasets_markdown()
-    header = page.splitlines()[0]
-    assert "| checksums |" in header
-    col = [c.strip() for c in header.split("|")].index("checksums")
+    assert not any(line.startswith("|") for line in page.splitlines()), "no wide table"
+    blocks = dataset_blocks()
+    assert set(blocks) == set(load_manifests())
     for m in load_manifests().values():
-        row = next(r for r in page.splitlines() if f"(`{m.id}`)" in r)
-        assert [c.strip() for c in row.split("|")][col] == (m.checksums or "–"), row
+        assert f"(`{m.id}`)" in blocks[m.id][0] and f"(`{m.id}`)" in page
+        assert f"* **Checksums:** {m.checksums or '–'}" in blocks[m.id], m.id
 
 
 def test_cli_status_and_errors(capsys, tmp_path, monkeypatch):

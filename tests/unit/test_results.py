@@ -115,10 +115,23 @@ def test_report_separates_paper_claims_and_checks_and_shows_reference(tmp_path, 
     assert "Toy chapter" in md and "scale `ci`" in md
     assert "Claims of the paper: 1 of 2 hold, 0 do not, 1 undecided." in md
     assert "The book's own checks: 1 of 1 hold, 0 do not, 0 undecided." in md
-    assert "| reference (laptop) |" in md
-    row = next(line for line in md.splitlines() if line.startswith("| `a-beats-b`"))
-    assert row.startswith("| `a-beats-b`: A beats B on Dice. | **holds** | does not hold |")  # verdicts first
-    assert "n = 12" in row and "95 % CI [" in row and row.endswith("paired bootstrap |")
+    lines = md.splitlines()
+    # the first lines: one per chapter with its counts, linking the chapter where a document is known
+    assert lines[0] == "**At a glance.**"
+    assert lines[2] == ("* Toy chapter (scale `ci`): claims of the paper: 1 hold, 0 do not, 1 undecided; own checks: "
+                        "1 hold, 0 do not, 0 undecided.")
+    linked = R.report_markdown(tmp_path / "res", "ci", reference_root=tmp_path / "reference",
+                               chapter_docs={"toy": "../notebooks/99_toy"})
+    assert linked.splitlines()[2].startswith("* {doc}`Toy chapter <../notebooks/99_toy>` (scale `ci`)")
+    # one compact line per claim: the verdict badge first, then paper against ours and the reference's verdict;
+    # the statement and the evidence folded below it
+    i = next(k for k, line in enumerate(lines) if "`a-beats-b`" in line)
+    assert lines[i].startswith("{bdg-success}`holds` `a-beats-b` · paper ")
+    assert lines[i].endswith(" · reference (laptop): does not hold")
+    assert lines[i + 2] == ":::{dropdown} A beats B on Dice."
+    evidence = next(line for line in lines[i:] if line.startswith("**Evidence:**"))
+    assert "n = 12" in evidence and "95 % CI [" in evidence and evidence.endswith("paired bootstrap")
+    assert not any(line.startswith("|") for line in lines), "no wide tables"
     assert "at scale `ci` on this data only: offline stand-in: toy" in md
     assert "No scoreboards" in R.report_markdown(tmp_path / "empty")
     assert run.exists()

@@ -91,17 +91,53 @@ def _reference_board(chapter: str, scale: str, reference_root: Path | None) -> t
     return None, ""
 
 
+BADGE = {True: "success", False: "danger", None: "warning"}
+
+
+def _counts_short(claims: list[dict[str, Any]]) -> str:
+    held = sum(1 for c in claims if c["holds"] is True)
+    failed = sum(1 for c in claims if c["holds"] is False)
+    return f"{held} hold, {failed} do not, {len(claims) - held - failed} undecided"
+
+
+def _claim_block(c: dict[str, Any], ref: dict | None, ref_scale: str) -> list[str]:
+    """One claim as a narrow block that wraps at any width: the verdict badge, the id and paper against ours on
+    the first line; the statement, reason and evidence folded below."""
+    ref_text = f" · reference ({ref_scale}): {VERDICT_TEXT[ref['holds']]}" if ref else ""
+    lines = [f"{{bdg-{BADGE[c['holds']]}}}`{VERDICT_TEXT[c['holds']]}` `{c['id']}` · "
+             f"paper {fmt_value(c['paper'])} · ours {fmt_value(c['reproduced'])}{ref_text}", "",
+             f":::{{dropdown}} {fmt_value(c['statement'])}"]
+    if c.get("reason") and c["holds"] is not True:
+        lines.append(f"**Why {VERDICT_TEXT[c['holds']]}:** {fmt_value(c['reason'])}")
+        lines.append("")
+    lines += [f"**Evidence:** {fmt_evidence(c.get('evidence'), short=True)}", ":::", ""]
+    return lines
+
+
 def report_markdown(root: str | os.PathLike | None = None, scale: str | None = None, *,
-                    reference_root: str | os.PathLike | None = None) -> str:
-    """The reproduction report: one section per chapter and scale; paper claims and the book's own checks in
-    separate tables; each claim's verdict beside the committed reference run's."""
+                    reference_root: str | os.PathLike | None = None,
+                    chapter_docs: dict[str, str] | None = None) -> str:
+    """The reproduction report. It opens with one line per chapter (claims that hold, do not hold, are undecided;
+    a link to the chapter where `chapter_docs` maps chapter ids to documents), then one section per chapter and
+    scale: paper claims and the book's own checks apart, one compact block per claim (verdict badge, paper against
+    ours, the committed reference run's verdict) with the statement and evidence folded."""
     boards = collect_scoreboards(root, scale)
     if not boards:
         where = results_root(root)
         return (f"No scoreboards found under `{where}`"
                 + (f" for scale `{scale}`" if scale else "") + ". Run the chapters first (`make book`).\n")
     ref_root = Path(reference_root) if reference_root else None
-    lines = []
+    docs = chapter_docs or {}
+    boards.sort(key=lambda b: list(docs).index(b["chapter"]) if b["chapter"] in docs else len(docs))
+    lines = ["**At a glance.**", ""]
+    for b in boards:
+        paper = [c for c in b["claims"] if c.get("kind", "paper") == "paper"]
+        checks = [c for c in b["claims"] if c.get("kind", "paper") != "paper"]
+        name = f"{{doc}}`{b['title']} <{docs[b['chapter']]}>`" if b["chapter"] in docs else b["title"]
+        parts = [f"claims of the paper: {_counts_short(paper)}"] if paper else []
+        parts += [f"own checks: {_counts_short(checks)}"] if checks else []
+        lines.append(f"* {name} (scale `{b['scale']}`): {'; '.join(parts) or 'no claims'}.")
+    lines.append("")
     for b in boards:
         ref, ref_scale = _reference_board(b["chapter"], b["scale"], ref_root)
         ref_recs = {c["id"]: c for c in ref["claims"]} if ref else {}
@@ -115,20 +151,12 @@ def report_markdown(root: str | os.PathLike | None = None, scale: str | None = N
         if checks:
             summary.append(f"The book's own checks: {counts(checks)}.")
         lines += [" ".join(summary), ""]
-        ref_col = f"reference ({ref_scale})" if ref else "reference"
         if not ref:
             lines += ["No committed reference run for this chapter (`book/reference/`).", ""]
         for kind, group in (("paper", paper), ("check", checks)):
             if not group:
                 continue
-            lines += [f"**{KIND_TEXT[kind]}**", "",
-                      f"| claim | verdict | {ref_col} | paper | reproduced | evidence |", "|---|---|---|---|---|---|"]
+            lines += [f"**{KIND_TEXT[kind]}**", ""]
             for c in group:
-                r = ref_recs.get(c["id"])
-                rv = fmt_verdict(r["holds"]) if r else "–"
-                lines.append(f"| `{c['id']}`: {fmt_value(c['statement'])} | "
-                             f"**{fmt_verdict(c['holds'], fmt_value(c['reason']) if c['reason'] else None)}** | "
-                             f"{rv} | {fmt_value(c['paper'])} | {fmt_value(c['reproduced'])} | "
-                             f"{fmt_evidence(c.get('evidence'), short=True)} |")
-            lines.append("")
+                lines += _claim_block(c, ref_recs.get(c["id"]), ref_scale)
     return "\n".join(lines)
