@@ -49,9 +49,9 @@ CHAPTER_DATA: dict[str, dict] = {
         "manifests": False,
     },
     "vaesselsparse_latent": {
-        "standins": {"synthetic": "offline stand-ins: generated cerebral trees with inserted stenoses and aneurysms "
-                                  "(companion.data.pathology), circle-of-Willis variants (companion.data.cow) and "
-                                  "airway trees (companion.data.vessels)"},
+        "standins": {"synthetic": "offline stand-ins: generated circle-of-Willis maps with inserted stenoses and "
+                                  "aneurysms and with 8 anatomical variants (companion.data.cow), and airway trees "
+                                  "(companion.data.vessels)"},
         "default": {"ci": "synthetic", "laptop": "synthetic", "paper": "synthetic"},
         "manifests": False,
     },
