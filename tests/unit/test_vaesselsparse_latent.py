@@ -220,3 +220,30 @@ def test_flow_matching_under_torchrun_keeps_ranks_identical(tmp_path):
     assert [r["size"] for r in ranks] == [2, 2]
     assert ranks[0]["digest"] == ranks[1]["digest"]
     assert ranks[0]["loss"] != ranks[1]["loss"]
+
+
+def test_vesselmnist3d_replaces_the_insted_stand_in(tmp_path, monkeypatch):
+    """The real-data option: VesselMNIST3D's 64³ maps (a fixture in the published layout), a balanced subset,
+    resampled to part 1's grid; the run refuses the dataset before any compute when it is not on disk."""
+    from companion import chapter
+    from companion.vaesselsparse import latent_chapter as vl
+
+    monkeypatch.setenv("COMPANION_DATA", str(tmp_path / "data"))
+    with pytest.raises(Exception, match="not ready"):
+        chapter.start("vaesselsparse_latent", scale="ci", data="vesselmnist3d", output_dir=tmp_path / "r0")
+    root = tmp_path / "data" / "vesselmnist3d"
+    root.mkdir(parents=True)
+    cube = np.zeros((64, 64, 64), np.uint8)
+    cube[16:48, 16:48, 16:48] = 1
+    arrays = {}
+    for split in ("train", "val", "test"):
+        arrays[f"{split}_images"] = np.stack([cube] * 10)
+        arrays[f"{split}_labels"] = np.array([[0]] * 7 + [[1]] * 3)
+    np.savez(root / "vesselmnist3d_64.npz", **arrays)
+    monkeypatch.setattr(chapter, "verify", lambda _id: [])  # the fixture cannot match the published md5
+    run = chapter.start("vaesselsparse_latent", scale="ci", data="vesselmnist3d", output_dir=tmp_path / "r")
+    task = vl.vesselmnist_task(run)
+    g = vl.grid_of(run)
+    assert task.volumes.shape == (run.cfg["n_insted"], g, g, g) and task.classes == ("vessel", "aneurysm")
+    assert np.bincount(task.labels).tolist() == [9, 9]  # 9 of the 9 aneurysms, 9 of the 21 vessels
+    assert task.volumes[0].sum() == (g // 2) ** 3  # the 32³ cube at half the resolution

@@ -21,7 +21,7 @@ EXTRACTORS = ("zip", "tar", "tar.gz", "rar", "none")
 HASH_ALGORITHMS = ("md5", "sha1", "sha256")
 HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64}
 LOADERS = ("nifti_pairs", "nifti_folder", "npz_arrays", "medmnist_npz", "tiff_stack", "neurite_oasis", "none")
-CHAPTER_IDS = ("vessel_data", "vaesselsparse", "vpbsd", "hyperbolic", "sparsevm")
+CHAPTER_IDS = ("vessel_data", "vaesselsparse", "vaesselsparse_latent", "vpbsd", "hyperbolic", "sparsevm")
 LOADER_ARGS = ("images", "label_sub", "unlabelled", "case", "key", "file")
 REQUIRED = ("id", "title", "chapters", "homepage", "access", "license", "citation", "files", "layout", "loader")
 

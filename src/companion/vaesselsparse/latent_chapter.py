@@ -94,17 +94,24 @@ def _checksum(volumes: np.ndarray) -> str:
 
 
 def classification_data(run: ChapterRun) -> dict[str, Task]:
-    """The two classification stand-ins on part 1's grid: generated cerebral trees with inserted stenoses and
-    aneurysms (``companion.data.pathology``) and circle-of-Willis variants (``companion.data.cow``)."""
+    """The two classification tasks on part 1's grid: generated circle-of-Willis maps with inserted stenoses and
+    aneurysms (``companion.data.cow.generate_lesion_set``; with ``data="vesselmnist3d"`` the real VesselMNIST3D
+    segments instead, :func:`vesselmnist_task`) and circle-of-Willis variants (``companion.data.cow``)."""
     from ..data.cow import CLASSES as COW_CLASSES, LESION_CLASSES, default_class_sizes, generate_cow_set, \
         generate_lesion_set
 
     g = grid_of(run)
-    ins = generate_lesion_set(run.cfg["n_insted"], g, run.seed + SEED_OFFSETS["insted"])
+    tasks = {}
+    if run.data == "vesselmnist3d":
+        tasks["insted"] = vesselmnist_task(run)
+        ins = None
+    else:
+        ins = generate_lesion_set(run.cfg["n_insted"], g, run.seed + SEED_OFFSETS["insted"])
     cow = generate_cow_set(run.cfg["n_cow"], g, run.seed + SEED_OFFSETS["topcow"],
                            class_sizes=default_class_sizes(run.cfg["n_cow"], minimum=run.cfg["folds"]))
-    tasks = {}
     for key, samples, classes in (("insted", ins, LESION_CLASSES), ("topcow", cow, COW_CLASSES)):
+        if samples is None:
+            continue
         vols = np.stack([s.volume for s in samples]).astype(bool)
         names = tuple(COW_NAMES.get(c, c) for c in classes)
         tasks[key] = Task(key, TASKS[key], vols, np.array([s.label for s in samples]), names)
@@ -113,6 +120,39 @@ def classification_data(run: ChapterRun) -> dict[str, Task]:
                                generator="companion.data.cow." + ("generate_lesion_set" if key == "insted" else
                                                                   "generate_cow_set"))
     return tasks
+
+
+def vesselmnist_task(run: ChapterRun) -> Task:
+    """The real-data option for the binary task: VesselMNIST3D's 64³ vessel segments (all three official splits,
+    labels 0 vessel / 1 aneurysm), a class-balanced subset of ``n_insted`` maps drawn with the run's seed (at most
+    all aneurysms; the rest healthy), each resampled to part 1's grid by nearest neighbour so that part 1's VAEs
+    read them.  Our choices: the subset, the balance and the resampling; the dataset has no stenosis class."""
+    from scipy.ndimage import zoom
+
+    from ..data.loaders import iter_samples
+
+    g = grid_of(run)
+    samples = [s for split in ("train", "val", "test") for s in iter_samples("vesselmnist3d", split=split,
+                                                                             check=False)]
+    labels = np.array([int(s.target) for s in samples])
+    rng = np.random.default_rng(run.seed + SEED_OFFSETS["insted"])
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    n_pos = min(len(pos), run.cfg["n_insted"] // 2)
+    n_neg = min(len(neg), run.cfg["n_insted"] - n_pos)
+    if min(n_pos, n_neg) < run.cfg["folds"]:
+        raise ValueError(f"VesselMNIST3D gave {len(pos)} aneurysm and {len(neg)} vessel maps; need at least "
+                         f"{run.cfg['folds']} of each")
+    pick = np.sort(np.r_[rng.choice(pos, n_pos, replace=False), rng.choice(neg, n_neg, replace=False)])
+    vols = []
+    for i in pick:
+        img = np.asarray(samples[i].image, dtype=np.float32)
+        img = img / img.max() if img.max() > 0 else img
+        vols.append(zoom(img, [g / d for d in img.shape], order=0) > 0.5)
+    vols = np.stack(vols)
+    name = "VesselMNIST3D (real vessel / aneurysm segments, healthy vs aneurysm)"
+    run.results.add_source(name, "manifest", _checksum(vols), dataset="vesselmnist3d", n=len(pick),
+                           grid=g, seed=run.seed + SEED_OFFSETS["insted"])
+    return Task("insted", name, vols, labels[pick], ("vessel", "aneurysm"))
 
 
 def class_table(run: ChapterRun, tasks: dict[str, Task]):
@@ -124,8 +164,8 @@ def class_table(run: ChapterRun, tasks: dict[str, Task]):
                          "mean vessel voxels": float(t.volumes[sel].sum(axis=(1, 2, 3)).mean()) if sel.any() else
                          np.nan})
     df = pd.DataFrame(rows).set_index(["task", "class"])
-    return run.results.table("table-classes", df, f"Classes of the two classification stand-ins "
-                                                  f"({grid_of(run)}³ maps)")
+    return run.results.table("table-classes", df, f"Classes of the two classification tasks ({grid_of(run)}³ maps)",
+                             data="; ".join(t.name for t in tasks.values()))
 
 
 def figure_classes(run: ChapterRun, tasks: dict[str, Task]):
@@ -145,8 +185,8 @@ def figure_classes(run: ChapterRun, tasks: dict[str, Task]):
             i = int(np.flatnonzero(t.labels == c)[0])
             show_volume(ax, t.volumes[i], title=t.classes[c], size=run.cfg["render_size"] // 2)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    run.results.figure("fig-classes", fig, "One generated map per class: INSTED stand-in (top), TopCoW stand-in "
-                                           "(bottom)")
+    run.results.figure("fig-classes", fig, "One map per class: the INSTED task (top), the TopCoW stand-in (bottom)",
+                       data="; ".join(t.name for t in tasks.values()))
     return fig
 
 
