@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from .labelled import check_count, check_grid, labels_and_seeds, resolve_class_sizes
+from .labelled import check_grid, generate_labelled, resolve_class_sizes
 from .vessels import _DRAW_MIN_RADIUS, _euler26, rasterize_capsules
 
 __all__ = [
@@ -449,15 +449,8 @@ def generate_cow_set(n: int = 126, grid: int = 48, seed: int = 0,
     :func:`default_class_sizes`).  Item ``i`` uses child ``i`` of ``np.random.SeedSequence(seed).spawn(n + 1)``
     (its first 63-bit state word is the sample's ``seed``); child ``n`` shuffles the labels.  Deterministic.
     """
-    n = check_count(n, len(CLASSES))
-    grid = check_grid(grid)
-    labels, seeds = labels_and_seeds(_class_sizes(n, class_sizes), seed)
-    it: Any = range(n)
-    if n > 8:
-        from ..progress import progress
-
-        it = progress(it, total=n, desc="circle-of-Willis maps", leave=False)
-    return [generate_cow(int(labels[i]), grid, seeds[i]) for i in it]
+    return generate_labelled(n, grid, seed, lambda k: _class_sizes(k, class_sizes), CLASSES, generate_cow,
+                             "circle-of-Willis maps")
 
 
 def generate_lesion(class_name: str, grid: int = 48, seed: int = 0):
@@ -484,8 +477,6 @@ def generate_lesion_set(n: int, grid: int = 48, seed: int = 0,
     :func:`generate_cow_set`."""
     from .pathology import default_class_sizes as balanced
 
-    n = check_count(n, len(LESION_CLASSES))
-    grid = check_grid(grid)
-    sizes = balanced(n) if class_sizes is None else resolve_class_sizes(n, class_sizes, LESION_CLASSES)
-    labels, seeds = labels_and_seeds(sizes, seed)
-    return [generate_lesion(LESION_CLASSES[int(labels[i])], grid, seeds[i]) for i in range(n)]
+    sizes = (lambda k: balanced(k) if class_sizes is None else resolve_class_sizes(k, class_sizes, LESION_CLASSES))
+    return generate_labelled(n, grid, seed, sizes, LESION_CLASSES,
+                             lambda k, g, sd: generate_lesion(LESION_CLASSES[k], g, sd), "lesion maps")

@@ -54,3 +54,18 @@ def labels_and_seeds(sizes: Sequence[int], seed: int) -> tuple[np.ndarray, list[
     seeds = [int(ch.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)) for ch in children[:n]]
     labels = np.repeat(np.arange(len(sizes)), sizes)
     return labels[np.random.default_rng(children[n]).permutation(n)], seeds
+
+
+def generate_labelled(n: int, grid: Any, seed: int, sizes_of, classes: Sequence[str], make, desc: str) -> list:
+    """The common body of a labelled set: check ``n`` and ``grid``, draw labels and seeds
+    (:func:`labels_and_seeds` over ``sizes_of(n)``), and call ``make(label_index, grid, seed)`` per item, with a
+    progress bar above 8 items."""
+    n = check_count(n, len(classes))
+    grid = check_grid(grid)
+    labels, seeds = labels_and_seeds(sizes_of(n), seed)
+    it: Any = range(n)
+    if n > 8:
+        from ..progress import progress
+
+        it = progress(it, total=n, desc=desc, leave=False)
+    return [make(int(labels[i]), grid, seeds[i]) for i in it]

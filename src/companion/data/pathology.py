@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from .labelled import check_count, check_grid, labels_and_seeds, resolve_class_sizes
+from .labelled import check_grid, generate_labelled, resolve_class_sizes
 from .vessels import _DRAW_MIN_RADIUS, VesselTree, generate_tree, rasterize_capsules
 
 __all__ = [
@@ -432,12 +432,6 @@ def generate_pathology_set(n: int, grid: int = 48, seed: int = 0,
     ``np.random.SeedSequence(seed).spawn(n + 1)`` (its first 63-bit state word is the sample's ``seed``); child
     ``n`` shuffles the order of the labels.  The same call gives identical arrays.
     """
-    n = check_count(n, len(CLASSES))
-    grid = check_grid(grid)
-    labels, seeds = labels_and_seeds(_class_sizes(n, class_sizes), seed)
-    it: Any = range(n)
-    if n > 8:
-        from ..progress import progress
-
-        it = progress(it, total=n, desc="pathology maps", leave=False)
-    return [generate_pathology(CLASSES[int(labels[i])], grid, seeds[i]) for i in it]
+    return generate_labelled(n, grid, seed, lambda k: _class_sizes(k, class_sizes), CLASSES,
+                             lambda k, g, sd: generate_pathology(CLASSES[k], g, sd),
+                             "pathology maps")
