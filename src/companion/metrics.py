@@ -29,6 +29,7 @@ metric                  both masks empty  exactly one mask empty
 :func:`jaccard`         1.0               0.0
 :func:`cldice`          1.0               0.0
 :func:`hd95`            0.0               ``nan``
+:func:`smd`             0.0               ``nan``
 :func:`voxel_accuracy`  1.0               (well defined, no rule)
 ======================  ================  =======================
 
@@ -37,7 +38,7 @@ scores the (correct) empty prediction as perfect. With exactly one empty mask
 the formulas already give 0, which the convention keeps. Voxel accuracy is
 never 0/0 (its denominator is the number of voxels), so it is simply computed:
 it is 1.0 when both are empty and close to 1 when only a few voxels disagree.
-A surface distance to an empty set is undefined, so :func:`hd95` returns
+A surface distance to an empty set is undefined, so :func:`hd95` (and :func:`smd`) returns
 ``float('nan')`` when exactly one mask is empty (aggregate with
 ``numpy.nanmean`` and report the count of such cases separately); two empty
 masks agree perfectly, hence 0.0. MONAI is not called in either case, so it
@@ -51,6 +52,7 @@ Libraries
 * Connected components: ``cc3d`` (connected-components-3d).
 * Euler characteristic: :func:`skimage.measure.euler_number`.
 * Classification scores: :mod:`sklearn.metrics`.
+* Entropy-regularised optimal transport (skeleton matching distance): :func:`ot.sinkhorn2` (POT).
 * Nearest neighbours of point sets (Chamfer distance): :class:`scipy.spatial.cKDTree`.
 
 MONAI and scikit-learn are imported lazily, on first use, because importing
@@ -59,6 +61,7 @@ MONAI and scikit-learn are imported lazily, on first use, because importing
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from typing import Any
@@ -79,6 +82,7 @@ __all__ = [
     "jaccard",
     "macro_f1",
     "segmentation_report",
+    "smd",
     "voxel_accuracy",
 ]
 
@@ -359,6 +363,120 @@ def cldice_kept_blobs(pred: Any, ref: Any) -> float:
     topology precision instead of silently dropping out.  Reported in its own, named column."""
     p, r = _binary_pair(pred, ref)
     return float(_cldice(p, r, keep_vanished=True))
+
+
+# ---------------------------------------------------------------------------
+# Skeleton matching distance (Sinkhorn distance between skeletons)
+# ---------------------------------------------------------------------------
+
+
+def _skeleton_points(mask: np.ndarray, box: tuple[slice, ...], max_points: int, seed: int) -> np.ndarray:
+    """Voxel coordinates (full-array indices) of the skeleton of ``mask``, at most ``max_points`` of them."""
+    skel = _skeleton(mask[box], keep_vanished=True)
+    pts = np.argwhere(skel).astype(np.float64) + np.array([b.start for b in box], dtype=np.float64)
+    if len(pts) > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(len(pts), size=max_points, replace=False))
+        pts = pts[keep]
+    return pts
+
+
+def _smd(p: np.ndarray, r: np.ndarray, reg: float, max_points: int, seed: int, num_iter_max: int,
+         stop_thr: float) -> float:
+    p_any, r_any = bool(p.any()), bool(r.any())
+    if not p_any and not r_any:
+        return 0.0
+    if p_any != r_any:
+        return float("nan")
+    import ot  # POT; imported on first use
+    from scipy.spatial.distance import cdist
+
+    box = _bbox(p | r, margin=1)
+    x = _skeleton_points(p, box, max_points, seed)
+    y = _skeleton_points(r, box, max_points, seed)
+    diag = float(np.sqrt(np.sum((np.asarray(p.shape, np.float64) - 1.0) ** 2)))
+    cost = np.log1p(cdist(x, y)) / np.log1p(max(diag, 1.0))
+    a = np.full(len(x), 1.0 / len(x))
+    b = np.full(len(y), 1.0 / len(y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # POT warns when numItermax is reached; the value is still usable
+        val = float(ot.sinkhorn2(a, b, cost, reg, method="sinkhorn", numItermax=num_iter_max, stopThr=stop_thr))
+        if not np.isfinite(val):  # underflow of exp(-C/reg) for a very small reg: use the log-domain solver
+            val = float(ot.sinkhorn2(a, b, cost, reg, method="sinkhorn_log", numItermax=num_iter_max,
+                                     stopThr=stop_thr))
+    return max(val, 0.0)
+
+
+def smd(pred: Any, ref: Any, *, reg: float = 0.01, max_points: int = 3000, seed: int = 0,
+        num_iter_max: int = 1000, stop_thr: float = 1e-9) -> float:
+    """Skeleton Matching Distance (SMD): the entropy-regularised optimal-transport (Sinkhorn) cost of moving the
+    skeleton of ``pred`` onto the skeleton of ``ref`` (lower is better; 0 for identical skeletons).
+
+    The metric of X. Lin, X. Wei, S. Zhao and Y. Li, "Vascular skeleton deformation evaluation based on the metric
+    of Sinkhorn distance", ISBI 2024 (ref. [48] of the VpbSD paper, whose Table 1 calls the column "GWD", from
+    the authors' class name *GraphWassersteinDistance*), built on M. Cuturi's Sinkhorn distances (NeurIPS 2013).
+
+    Definition
+    ----------
+    The paper's text was not available here; the definition follows the authors' public code
+    (github.com/lwannnn/Skeleton-Matching-Distance, files ``GWD.py`` and ``3D/GWD.py``).
+
+    * **Point sets** ``X``, ``Y``: the voxel coordinates (array indices, voxel units; no physical spacing, as in
+      the reference) of the skeletons of ``pred`` and ``ref``, each at most ``max_points`` points.
+    * **Cost** ``C_ij = log(1 + ||x_i - y_j||) / log(1 + D)`` with ``D`` the length of the array's diagonal,
+      ``sqrt(sum_k (n_k - 1)**2)``: a log-compressed Euclidean distance scaled to ``[0, 1]``, so the value depends
+      on the array size (compare SMDs only between arrays of equal shape).
+    * **Marginals**: uniform, ``1/|X|`` on each predicted and ``1/|Y|`` on each reference skeleton point (so SMD
+      compares shapes, not skeleton lengths: a missing branch costs through the mass it displaces).
+    * **Regularisation**: entropic, ``reg = 0.01`` (the reference's ``eps``) on the normalised cost.
+    * **Value**: ``<P, C>``, the transport cost of the Sinkhorn plan ``P`` without the entropy term (what
+      :func:`ot.sinkhorn2` returns, and what the reference returns).  With uniform marginals and a symmetric cost
+      it is symmetric in ``pred`` and ``ref``.
+
+    Choices where the reference leaves one open or where we differ from its code:
+
+    * *Skeletons*: :func:`skimage.morphology.skeletonize` (the reference calls ``skeletonize_3d``, the same Lee
+      thinning); components that thinning deletes entirely are kept whole (as in :func:`cldice_kept_blobs`), so
+      every non-empty mask has a non-empty point set.
+    * *More than* ``max_points`` *skeleton voxels*: the reference keeps the first 3000 after an unstable sort by
+      (equal, binary) value, i.e. an arbitrary subset; here a seeded uniform subset without replacement
+      (``seed``; the same rule for both masks keeps the metric symmetric).
+    * *Transport support*: the reference restricts the plan to a k-nearest-neighbour mask (24 nearest reference
+      points per predicted point, united with a column-wise top-24 that picks the *largest* costs) and stops after
+      at most 100 log-domain iterations or a dual change below 0.1, so its plan need not meet the marginals.  Here
+      the plan is dense (every pair allowed) and Sinkhorn runs to convergence (``stop_thr``, at most
+      ``num_iter_max`` iterations): the value is the plain Sinkhorn distance.  Values are therefore close to, but
+      not guaranteed equal to, the reference's.
+    * *Precision and speed*: with the defaults the value is within about 1e-4 of the converged one (1000
+      iterations reach that on skeletons of ~1000-2000 points); each iteration costs two dense products with the
+      ``|X| x |Y|`` kernel, so a pair of 2000-point skeletons takes seconds.  Lower ``max_points`` for speed
+      (subsampling changes the value by a few per cent at a few hundred points).
+    * *Empty masks*: the reference replaces an empty point set by one point at the origin; here the module's
+      convention for distances applies: both empty → 0.0, exactly one empty → ``nan``.
+
+    Parameters
+    ----------
+    pred, ref
+        Binary 2D or 3D masks of equal shape (see the module's input conventions).
+    reg
+        Entropic regularisation (> 0).
+    max_points
+        Largest skeleton point set used per mask (the cost matrix is ``max_points**2`` floats at most).
+    seed
+        Seed of the subsampling when a skeleton has more than ``max_points`` voxels.
+    num_iter_max, stop_thr
+        Sinkhorn iteration limit and stopping threshold (passed to :func:`ot.sinkhorn2`).
+
+    Returns
+    -------
+    float
+        The SMD in ``[0, 1]``; ``0.0`` when both masks are empty, ``nan`` when exactly one is.
+    """
+    p, r = _binary_pair(pred, ref)
+    if not (isinstance(reg, (int, float, np.floating)) and math.isfinite(reg) and reg > 0):
+        raise ValueError(f"reg must be a positive number, got {reg!r}.")
+    if isinstance(max_points, bool) or not isinstance(max_points, (int, np.integer)) or max_points < 1:
+        raise ValueError(f"max_points must be a positive integer, got {max_points!r}.")
+    return _smd(p, r, float(reg), int(max_points), int(seed), int(num_iter_max), float(stop_thr))
 
 
 # ---------------------------------------------------------------------------
