@@ -113,3 +113,17 @@ def test_generation_time_budget():
     dt = time.perf_counter() - t
     assert v.image.shape == (64, 64, 64)
     assert dt < 2.0, f"one 64^3 volume took {dt:.2f} s"
+
+
+def test_the_stand_in_matches_the_vessap_manifest():
+    """The manifest of the real data (data_manifests/vessap.yaml) and the stand-in tell the same story."""
+    import inspect
+
+    from companion.data import get_manifest
+
+    m = get_manifest("vessap")
+    assert "vpbsd" in m.chapters and m.loader == "tiff_stack" and m.loader_args.get("images")
+    assert m.published_stats["n_annotated"].startswith("11 ")
+    assert inspect.signature(L.generate_lightsheet_set).parameters["n_labeled"].default == 11
+    assert m.published_stats["voxel_size_um"] == "1.625 x 1.625 x 3.0"
+    assert "1.625 x 1.625 x 3.0" in L.__doc__ and "500 x 500 x 50" in L.__doc__
