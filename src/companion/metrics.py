@@ -439,8 +439,8 @@ def smd(pred: Any, ref: Any, *, reg: float = 0.01, max_points: int = 1000, num_i
       compares shapes, not skeleton lengths: a missing branch costs through the mass it displaces).
     * **Regularisation**: entropic, ``reg = 0.01`` (the reference's ``eps``) on the normalised cost.
     * **Value**: ``<P, C>``, the transport cost of the Sinkhorn plan ``P`` without the entropy term (what
-      :func:`ot.sinkhorn2` returns, and what the reference returns).  With uniform marginals and a symmetric cost
-      it is symmetric in ``pred`` and ``ref``.
+      :func:`ot.sinkhorn2` returns, and what the reference returns).  The problem is symmetric in ``pred`` and
+      ``ref`` (swapping them transposes the plan), up to the iterations' tolerance.
 
     Choices where the reference leaves one open or where we differ from its code:
 
@@ -460,8 +460,8 @@ def smd(pred: Any, ref: Any, *, reg: float = 0.01, max_points: int = 1000, num_i
       points per predicted point, united with a column-wise top-24 that picks the *largest* costs) and stops after
       at most 100 log-domain iterations or a dual change below 0.1, so its plan need not meet the marginals.  Here
       the plan is dense (every pair allowed) and Sinkhorn runs to convergence (``stop_thr``, at most
-      ``num_iter_max`` iterations): the value is the plain Sinkhorn distance.  Values are therefore close to, but
-      not guaranteed equal to, the reference's.
+      ``num_iter_max`` iterations): the value is the plain Sinkhorn distance.  Values can therefore differ from
+      the reference's; the two were not compared here (its code needs CUDA and ``torch_geometric``).
     * *Precision and speed*: with the defaults the value is within about 1e-4 of the converged one (1000
       iterations reach that on skeletons of ~1000 points); each iteration costs two dense products with the
       ``|X| x |Y|`` kernel (at most ``max_points**2``), so one call takes up to about a second.
