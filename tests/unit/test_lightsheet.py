@@ -127,3 +127,13 @@ def test_the_stand_in_matches_the_vessap_manifest():
     assert inspect.signature(L.generate_lightsheet_set).parameters["n_labeled"].default == 11
     assert m.published_stats["voxel_size_um"] == "1.625 x 1.625 x 3.0"
     assert "1.625 x 1.625 x 3.0" in L.__doc__ and "500 x 500 x 50" in L.__doc__
+
+
+def test_render_keeps_a_non_cubic_shape():
+    lab = np.zeros((50, 40, 10), bool)  # real patches are flat (500 x 500 x 50)
+    lab[5:45, 20, 5] = True
+    img = L.render(lab, 0)
+    assert img.shape == lab.shape and img.dtype == np.float32
+    assert img[lab].mean() > img[~lab].mean()
+    with pytest.raises(ValueError):
+        L.render(np.zeros((8, 8), bool))

@@ -198,33 +198,33 @@ def preprocess(image: Any, percentile: float = 95.0) -> np.ndarray:
     return ((a - lo) / (hi - lo)).astype(np.float32)
 
 
-def _smooth_field(rng: np.random.Generator, grid: int, sigma: float) -> np.ndarray:
-    """Zero-mean, unit-variance smooth Gaussian random field on ``grid**3`` (computed on a coarse grid and
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
+    """Zero-mean, unit-variance smooth Gaussian random field of ``shape`` (computed on a coarse grid and
     upsampled when ``sigma`` is large, for speed)."""
     f = max(1, int(sigma // 2))
-    n = -(-grid // f) + 2
-    z = ndi.gaussian_filter(rng.standard_normal((n, n, n)).astype(np.float32), sigma / f, mode="wrap")
+    coarse = tuple(-(-n // f) + 2 for n in shape)
+    z = ndi.gaussian_filter(rng.standard_normal(coarse).astype(np.float32), sigma / f, mode="wrap")
     if f > 1:
         z = ndi.zoom(z, f, order=1)
-    z = z[:grid, :grid, :grid]
-    s = float(z.std())
-    return (z - z.mean()) / (s if s > 0 else 1.0)
+    z = z[tuple(slice(0, n) for n in shape)]
+    sd = float(z.std())
+    return (z - z.mean()) / (sd if sd > 0 else 1.0)
 
 
-def _stripes(rng: np.random.Generator, grid: int, p: LightSheetParams) -> np.ndarray:
+def _stripes(rng: np.random.Generator, shape: tuple[int, ...], p: LightSheetParams) -> np.ndarray:
     """Illumination transmission (<= 1) with stripe shadows cast along the illumination axis 0."""
-    out = np.ones((grid, grid, grid), dtype=np.float32)
-    n = rng.poisson(p.stripes_per_64 * grid / 64.0) if p.stripes_per_64 > 0 else 0
-    c = np.arange(grid, dtype=np.float32)
+    out = np.ones(shape, dtype=np.float32)
+    n = rng.poisson(p.stripes_per_64 * shape[1] / 64.0) if p.stripes_per_64 > 0 else 0
+    cx, cy, cz = (np.arange(k, dtype=np.float32) for k in shape)
     for _ in range(int(n)):
-        y0, z0 = rng.uniform(0, grid - 1, size=2)
+        y0, z0 = rng.uniform(0, shape[1] - 1), rng.uniform(0, shape[2] - 1)
         wy = rng.uniform(*p.stripe_width_vox)
-        wz = rng.uniform(*p.stripe_extent_frac) * grid
+        wz = rng.uniform(*p.stripe_extent_frac) * shape[2]
         depth = rng.uniform(*p.stripe_strength)
-        x0 = rng.uniform(0, 0.5 * grid)  # the absorber; its shadow continues along +x
-        gy = np.exp(-0.5 * ((c - y0) / max(wy, 1e-3)) ** 2)
-        gz = np.exp(-0.5 * ((c - z0) / max(wz, 1e-3)) ** 2)
-        onset = 1.0 / (1.0 + np.exp(-(c - x0) / 1.5))
+        x0 = rng.uniform(0, 0.5 * shape[0])  # the absorber; its shadow continues along +x
+        gy = np.exp(-0.5 * ((cy - y0) / max(wy, 1e-3)) ** 2)
+        gz = np.exp(-0.5 * ((cz - z0) / max(wz, 1e-3)) ** 2)
+        onset = 1.0 / (1.0 + np.exp(-(cx - x0) / 1.5))
         out *= 1.0 - depth * onset[:, None, None] * (gy[:, None] * gz[None, :])[None, :, :]
     return out
 
@@ -238,26 +238,24 @@ def render(label: Any, seed: int | list[int] = 0, **appearance: Any) -> np.ndarr
     if lab.ndim != 3:
         raise ValueError(f"label must be a 3D array, got shape {lab.shape}")
     rng = np.random.default_rng(seed)
-    G = max(lab.shape)
     shape = lab.shape
-
-    def field_(sigma: float) -> np.ndarray:
-        return _smooth_field(rng, G, sigma)[: shape[0], : shape[1], : shape[2]]
+    G = max(shape)  # length scales given as grid fractions refer to the longest side
 
     vessel = lab.astype(np.float32)
     if p.vessel_brightness_variation > 0:
-        vessel *= np.clip(1.0 + p.vessel_brightness_variation * field_(0.08 * G), 0.2, None)
+        vessel *= np.clip(1.0 + p.vessel_brightness_variation * _smooth_field(rng, shape, 0.08 * G), 0.2, None)
     bg = np.full(shape, p.background, dtype=np.float32)
     if p.background > 0 and p.background_variation > 0:
-        bg *= np.clip(1.0 + p.background_variation * field_(p.background_scale_frac * G), 0.05, None)
+        bg *= np.clip(1.0 + p.background_variation * _smooth_field(rng, shape, p.background_scale_frac * G), 0.05,
+                      None)
     if p.background > 0 and p.texture > 0:
         tex = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 1.0)
         tex /= max(float(tex.std()), 1e-6)
         bg *= np.clip(1.0 + p.texture * tex, 0.0, None)
     emit = vessel + bg
-    # illumination: stripe shadows along x (computed on the cube, cropped)
+    # illumination: stripe shadows cast along x
     if p.stripes_per_64 > 0:
-        emit *= _stripes(rng, G, p)[: shape[0], : shape[1], : shape[2]]
+        emit *= _stripes(rng, shape, p)
     if p.attenuation > 0:
         z = np.arange(shape[2], dtype=np.float32) / max(shape[2] - 1, 1)
         emit *= np.exp(-p.attenuation * z)[None, None, :]
