@@ -25,17 +25,17 @@ What is ours (choices of this stand-in, not taken from the paper)
       images that look like light-sheet vessel scans, not fitted to VesSAP):
 
       - stained vessels emit intensity 1 with a smooth +-25 % brightness variation (uneven staining);
-      - autofluorescent tissue background of mean 0.15 varying smoothly by +-50 % over ~0.15 grid, plus fine
-        texture;
+      - autofluorescent tissue background of mean 0.08 varying smoothly by +-50 % over ~0.15 grid, plus fine
+        texture (+-20 %);
       - illumination: the light sheet enters along axis 0 (``x``); absorbers in its path cast *stripe shadows*:
         narrow dips (0.7-2.5 voxels wide in ``y``, extended in ``z``) that start at a random ``x`` and continue
         along the illumination axis, 20-60 % deep, about 6 per 64 voxels of ``y``;
       - depth attenuation along the detection axis 2 (``z``, depth into the sample):
         ``exp(-attenuation * z / (grid - 1))``, default ``attenuation = 0.8`` (45 % left at the deepest plane);
-      - anisotropic Gaussian point-spread function, ``sigma_xy = 0.6`` voxels in ``x``/``y`` and
-        ``z_blur_ratio = 4`` times that along ``z`` (light-sheet axial resolution is several times worse than
+      - anisotropic Gaussian point-spread function, ``sigma_xy = 0.5`` voxels in ``x``/``y`` and
+        ``z_blur_ratio = 3.5`` times that along ``z`` (light-sheet axial resolution is several times worse than
         lateral);
-      - Poisson photon noise at ``photons = 200`` photons for unit intensity, plus Gaussian read noise of
+      - Poisson photon noise at ``photons = 300`` photons for unit intensity, plus Gaussian read noise of
         standard deviation ``read_noise = 0.02``.
 
 Determinism: everything depends on the arguments only (no global random state).  :func:`generate_lightsheet`
