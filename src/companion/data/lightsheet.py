@@ -38,6 +38,9 @@ What is ours (choices of this stand-in, not taken from the paper)
       - Poisson photon noise at ``photons = 300`` photons for unit intensity, plus Gaussian read noise of
         standard deviation ``read_noise = 0.02``.
 
+      Order (:func:`render`): emission (vessels + background) x stripe transmission x depth attenuation, then
+      the PSF, then Poisson and Gaussian noise; :func:`generate_lightsheet` then applies :func:`preprocess`.
+
 Determinism: everything depends on the arguments only (no global random state).  :func:`generate_lightsheet`
 uses ``seed`` for the tree and ``np.random.default_rng([seed, 1])`` for the appearance; the sets spawn one seed
 per item from ``np.random.SeedSequence(seed)`` as :func:`~companion.data.vessels.generate_dataset` does.
