@@ -29,6 +29,7 @@ metric                  both masks empty  exactly one mask empty
 :func:`jaccard`         1.0               0.0
 :func:`cldice`          1.0               0.0
 :func:`hd95`            0.0               ``nan``
+:func:`smd`             0.0               ``nan``
 :func:`voxel_accuracy`  1.0               (well defined, no rule)
 ======================  ================  =======================
 
@@ -37,7 +38,7 @@ scores the (correct) empty prediction as perfect. With exactly one empty mask
 the formulas already give 0, which the convention keeps. Voxel accuracy is
 never 0/0 (its denominator is the number of voxels), so it is simply computed:
 it is 1.0 when both are empty and close to 1 when only a few voxels disagree.
-A surface distance to an empty set is undefined, so :func:`hd95` returns
+A surface distance to an empty set is undefined, so :func:`hd95` (and :func:`smd`) returns
 ``float('nan')`` when exactly one mask is empty (aggregate with
 ``numpy.nanmean`` and report the count of such cases separately); two empty
 masks agree perfectly, hence 0.0. MONAI is not called in either case, so it
@@ -51,6 +52,7 @@ Libraries
 * Connected components: ``cc3d`` (connected-components-3d).
 * Euler characteristic: :func:`skimage.measure.euler_number`.
 * Classification scores: :mod:`sklearn.metrics`.
+* Entropy-regularised optimal transport (skeleton matching distance): :func:`ot.sinkhorn2` (POT).
 * Nearest neighbours of point sets (Chamfer distance): :class:`scipy.spatial.cKDTree`.
 
 MONAI and scikit-learn are imported lazily, on first use, because importing
@@ -59,6 +61,7 @@ MONAI and scikit-learn are imported lazily, on first use, because importing
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from typing import Any
@@ -79,6 +82,7 @@ __all__ = [
     "jaccard",
     "macro_f1",
     "segmentation_report",
+    "smd",
     "voxel_accuracy",
 ]
 
@@ -359,6 +363,141 @@ def cldice_kept_blobs(pred: Any, ref: Any) -> float:
     topology precision instead of silently dropping out.  Reported in its own, named column."""
     p, r = _binary_pair(pred, ref)
     return float(_cldice(p, r, keep_vanished=True))
+
+
+# ---------------------------------------------------------------------------
+# Skeleton matching distance (Sinkhorn distance between skeletons)
+# ---------------------------------------------------------------------------
+
+
+def _skeleton_measure(mask: np.ndarray, box: tuple[slice, ...], max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Skeleton of ``mask`` as a discrete measure: support points (full-array voxel coordinates) and weights.
+
+    Every skeleton voxel carries mass ``1/N``.  With more than ``max_points`` voxels, the voxels are pooled in
+    cubes of side ``s`` (the smallest integer giving at most ``max_points`` occupied cubes, on the lattice of the
+    full array): each cube becomes one point at the mean of its voxels with their summed mass."""
+    skel = _skeleton(mask[box], keep_vanished=True)
+    pts = np.argwhere(skel) + np.array([b.start for b in box], dtype=np.int64)
+    n = len(pts)
+    if n <= max_points:
+        return pts.astype(np.float64), np.full(n, 1.0 / n)
+    s = 2
+    while True:
+        _, inv, counts = np.unique(pts // s, axis=0, return_inverse=True, return_counts=True)
+        if len(counts) <= max_points:
+            break
+        s += 1
+    inv = inv.ravel()
+    centres = np.stack([np.bincount(inv, weights=pts[:, k].astype(np.float64)) for k in range(pts.shape[1])],
+                       axis=1) / counts[:, None]
+    return centres, counts / n
+
+
+def _smd(p: np.ndarray, r: np.ndarray, reg: float, max_points: int, num_iter_max: int, stop_thr: float) -> float:
+    p_any, r_any = bool(p.any()), bool(r.any())
+    if not p_any and not r_any:
+        return 0.0
+    if p_any != r_any:
+        return float("nan")
+    import ot  # POT; imported on first use
+    from scipy.spatial.distance import cdist
+
+    box = _bbox(p | r, margin=1)
+    x, a = _skeleton_measure(p, box, max_points)
+    y, b = _skeleton_measure(r, box, max_points)
+    diag = float(np.sqrt(np.sum((np.asarray(p.shape, np.float64) - 1.0) ** 2)))
+    cost = np.log1p(cdist(x, y)) / np.log1p(max(diag, 1.0))
+    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
+
+    # Sinkhorn is a loop of matrix-vector products; multi-threaded OpenBLAS gemv was 45x slower than one thread on
+    # a 2-core machine (0.3 vs 16 ms for 800 x 800), so BLAS runs single-threaded here
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
+        warnings.simplefilter("ignore")  # POT warns when numItermax is reached; the value is still usable
+        val = float(ot.sinkhorn2(a, b, cost, reg, method="sinkhorn", numItermax=num_iter_max, stopThr=stop_thr))
+        if not np.isfinite(val):  # underflow of exp(-C/reg) for a very small reg: use the log-domain solver
+            val = float(ot.sinkhorn2(a, b, cost, reg, method="sinkhorn_log", numItermax=num_iter_max,
+                                     stopThr=stop_thr))
+    return max(val, 0.0)
+
+
+def smd(pred: Any, ref: Any, *, reg: float = 0.01, max_points: int = 500, num_iter_max: int = 1000,
+        stop_thr: float = 1e-9) -> float:
+    """Skeleton Matching Distance (SMD): the entropy-regularised optimal-transport (Sinkhorn) cost of moving the
+    skeleton of ``pred`` onto the skeleton of ``ref`` (lower is better; 0 for identical skeletons).
+
+    The metric of X. Lin, X. Wei, S. Zhao and Y. Li, "Vascular skeleton deformation evaluation based on the metric
+    of Sinkhorn distance", ISBI 2024 (ref. [48] of the VpbSD paper, whose Table 1 calls the column "GWD", from
+    the authors' class name *GraphWassersteinDistance*), built on M. Cuturi's Sinkhorn distances (NeurIPS 2013).
+
+    Definition
+    ----------
+    The paper's text was not available here; the definition follows the authors' public code
+    (github.com/lwannnn/Skeleton-Matching-Distance, files ``GWD.py`` and ``3D/GWD.py``).
+
+    * **Point sets** ``X``, ``Y``: the voxel coordinates (array indices, voxel units; no physical spacing, as in
+      the reference) of the skeletons of ``pred`` and ``ref``.
+    * **Cost** ``C_ij = log(1 + ||x_i - y_j||) / log(1 + D)`` with ``D`` the length of the array's diagonal,
+      ``sqrt(sum_k (n_k - 1)**2)``: a log-compressed Euclidean distance scaled to ``[0, 1]``, so the value depends
+      on the array size (compare SMDs only between arrays of equal shape).
+    * **Marginals**: uniform, ``1/|X|`` on each predicted and ``1/|Y|`` on each reference skeleton voxel (so SMD
+      compares shapes, not skeleton lengths: a missing branch costs through the mass it displaces).
+    * **Regularisation**: entropic, ``reg = 0.01`` (the reference's ``eps``) on the normalised cost.
+    * **Value**: ``<P, C>``, the transport cost of the Sinkhorn plan ``P`` without the entropy term (what
+      :func:`ot.sinkhorn2` returns, and what the reference returns).  The problem is symmetric in ``pred`` and
+      ``ref`` (swapping them transposes the plan), up to the iterations' tolerance.
+
+    Choices where the reference leaves one open or where we differ from its code:
+
+    * *Skeletons*: :func:`skimage.morphology.skeletonize` (the reference calls ``skeletonize_3d``, the same Lee
+      thinning); components that thinning deletes entirely are kept whole (as in :func:`cldice_kept_blobs`), so
+      every non-empty mask has a non-empty point set.
+    * *Large skeletons* (more than ``max_points`` voxels): the reference keeps the first 3000 after an unstable
+      sort by (equal, binary) value, i.e. an arbitrary subset.  A random subset would bias the value upwards (two
+      independent subsets of the same curve do not match point for point: 0.236 became 0.28 at 500 and 0.35 at 200
+      points on a 900-voxel skeleton shifted by 2 voxels).  Here the voxels are pooled in cubes of side ``s`` on
+      the array's lattice, the smallest ``s`` that leaves at most ``max_points`` occupied cubes, each cube one point
+      at its voxels' mean carrying their summed mass: the marginals stay those of all voxels, identical skeletons
+      still give ~0, the rule is the same for both masks (symmetric) and deterministic, and a transport distance
+      moves by at most about the pooling radius (the example above: 0.245 at 500, 0.248 at 200 points; a
+      2-voxel shift of a 64^3 light-sheet stand-in label, 2072 skeleton voxels: 0.220 unpooled, 0.231 pooled to
+      at most 1000 or 500 points).  Default ``max_points = 500`` (ours, for speed; raise it where time allows).
+    * *Transport support*: the reference restricts the plan to a k-nearest-neighbour mask (24 nearest reference
+      points per predicted point, united with a column-wise top-24 that picks the *largest* costs) and stops after
+      at most 100 log-domain iterations or a dual change below 0.1, so its plan need not meet the marginals.  Here
+      the plan is dense (every pair allowed) and Sinkhorn runs to convergence (``stop_thr``, at most
+      ``num_iter_max`` iterations): the value is the plain Sinkhorn distance.  Values can therefore differ from
+      the reference's; the two were not compared here (its code needs CUDA and ``torch_geometric``).
+    * *Precision and speed*: with the defaults the value is within about 1e-4 of the converged one (1000
+      iterations reach that on skeletons of ~1000 points); each iteration costs two dense products with the
+      ``|X| x |Y|`` kernel (at most ``max_points**2``).  Measured on a 2-core machine, 64^3 stand-in labels:
+      0.2 s per call at ``max_points=500``, 1.5 s at 1000, 3 s unpooled (~2000 points); the first call also
+      imports POT (~2 s).
+    * *Empty masks*: the reference replaces an empty point set by one point at the origin; here the module's
+      convention for distances applies: both empty → 0.0, exactly one empty → ``nan``.
+
+    Parameters
+    ----------
+    pred, ref
+        Binary 2D or 3D masks of equal shape (see the module's input conventions).
+    reg
+        Entropic regularisation (> 0).
+    max_points
+        Largest number of support points per skeleton (larger skeletons are pooled, see above; the cost matrix is
+        ``max_points**2`` floats at most).
+    num_iter_max, stop_thr
+        Sinkhorn iteration limit and stopping threshold (passed to :func:`ot.sinkhorn2`).
+
+    Returns
+    -------
+    float
+        The SMD in ``[0, 1]``; ``0.0`` when both masks are empty, ``nan`` when exactly one is.
+    """
+    p, r = _binary_pair(pred, ref)
+    if not (isinstance(reg, (int, float, np.floating)) and math.isfinite(reg) and reg > 0):
+        raise ValueError(f"reg must be a positive number, got {reg!r}.")
+    if isinstance(max_points, bool) or not isinstance(max_points, (int, np.integer)) or max_points < 1:
+        raise ValueError(f"max_points must be a positive integer, got {max_points!r}.")
+    return _smd(p, r, float(reg), int(max_points), int(num_iter_max), float(stop_thr))
 
 
 # ---------------------------------------------------------------------------
