@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from companion.vpbsd.bench import count_flops, count_parameters, model_cost
+from companion.vpbsd.bench import count_flops, count_parameters, table2
 from companion.vpbsd.codebook import VesselPatternCodebook, code_usage, codebook_loss, perplexity
 from companion.vpbsd.losses import (beta_at, distillation_loss, match_codes, pretrain_loss, sigmoid_rampup,
                                     student_loss)
@@ -205,6 +205,7 @@ def test_conv3d_flops_match_formula():
 
 
 def test_model_cost_of_student(student):
-    cost = model_cost(student, size=32, repeats=1, warmup=0)
+    (cost,) = table2({"student": student}, size=32, repeats=1, warmup=0)
+    assert cost["model"] == "student" and cost["block"] == "32x32x32"
     assert cost["params_M"] == pytest.approx(count_parameters(student) / 1e6)
     assert cost["GFLOPs"] == pytest.approx(2 * cost["GMACs"]) and cost["GFLOPs"] > 0 and cost["ms"] > 0

@@ -74,3 +74,30 @@ def model_cost(model: nn.Module, size: int | tuple[int, int, int] = 64, in_chann
     if time_it:
         out["ms"] = time_forward(model, x, repeats, warmup, call)
     return out
+
+
+def table2_models(feature_sizes=(12, 24, 48), unetr: bool = True) -> dict[str, nn.Module]:
+    """The models of the paper's Table 2 as we build them: plain MONAI SwinUNETR at each feature size (the paper's
+    teacher uses 48), the VpbSD teacher (SwinUNETR + codebook), MONAI UNETR (64^3 input, its defaults: hidden 768,
+    12 layers, feature size 16) and the VpbSD student.  Randomly initialised (cost does not depend on weights)."""
+    from monai.networks.nets import UNETR, SwinUNETR
+
+    from .student import VpbStudent
+    from .teacher import VpbTeacher
+
+    models: dict[str, nn.Module] = {}
+    for f in feature_sizes:
+        models[f"SwinUNETR f={f}"] = SwinUNETR(in_channels=1, out_channels=1, feature_size=f)
+    models[f"VpbSD teacher f={feature_sizes[-1]}"] = VpbTeacher(feature_size=feature_sizes[-1], mode="segment")
+    if unetr:
+        models["UNETR"] = UNETR(in_channels=1, out_channels=1, img_size=64)
+    models["VpbSD student"] = VpbStudent()
+    return models
+
+
+def table2(models: dict[str, nn.Module] | None = None, size: int = 64, repeats: int = 5, warmup: int = 1,
+           time_it: bool = True) -> list[dict[str, Any]]:
+    """:func:`model_cost` of every model of :func:`table2_models` (or of ``models``), one row each."""
+    models = table2_models() if models is None else models
+    return [{"model": name, **model_cost(m, size, repeats=repeats, warmup=warmup, time_it=time_it)}
+            for name, m in models.items()]
