@@ -1,4 +1,5 @@
 """VpbSD models and losses (chapter 2): codebook, teacher, student, L_stu, cost counters.  Tiny sizes only."""
+import copy
 import math
 
 import pytest
@@ -111,6 +112,8 @@ def test_teacher_codes_and_student_bottleneck_match(teacher, student):
     assert teacher.mode == "reconstruct" and y_pse.shape == (2, 1, 64, 32, 32)
     assert set(y_pse.unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(codes, z_tea)  # codes() = the codes of the full pass, deterministic in eval mode
+    twin = copy.deepcopy(teacher)  # the codebook hook follows the copy
+    assert torch.equal(twin.codes(x), z_tea) and teacher._pass is None
     logits, z_stu = student(x)
     assert logits.shape == (2, 1, 64, 32, 32) and z_stu.shape == (2, 32, 4, 2, 2)
     a, b = match_codes(z_stu, z_tea)
