@@ -632,11 +632,7 @@ def point_cloud(mask: Any, n_points: int, seed: int = 0) -> np.ndarray | None:
 def chamfer(a: np.ndarray, b: np.ndarray) -> float:
     """Chamfer distance as PointFlow defines it: the mean squared distance from each point of ``a`` to its nearest
     point of ``b`` plus the same from ``b`` to ``a``."""
-    from scipy.spatial import cKDTree
-
-    da, _ = cKDTree(b).query(a)
-    db, _ = cKDTree(a).query(b)
-    return float(np.mean(da ** 2) + np.mean(db ** 2))
+    return float(chamfer_matrix([a], [b])[0, 0])
 
 
 def chamfer_matrix(xs: list[np.ndarray | None], ys: list[np.ndarray | None]) -> np.ndarray:

@@ -96,7 +96,7 @@ def test_mlp_learns_a_separable_task_and_a_collapse_is_flagged():
     res = classify.mlp(x, y, classify.folds_of(y, 3, seed=0), hidden=16, epochs=100, lr=1e-2, seed=0, method="mlp")
     assert 100 * metrics.balanced_accuracy(y, res.pred) > 90
     assert classify.collapsed(res, 2) is None
-    flat = classify.CVResult("flat", np.zeros(30, int), res.fold, [])
+    flat = classify.CVResult("flat", np.zeros(30, int), res.fold)
     assert "predicts one class" in classify.collapsed(flat, 2)
 
 

@@ -25,12 +25,10 @@ from ..progress import progress
 @dataclass
 class CVResult:
     """Out-of-fold predictions of one method: ``pred[i]`` is the class predicted for sample ``i`` by the model
-    trained on the folds that do not hold it; ``fold[i]`` is the sample's test fold; ``history`` the last training
-    loss per fold (networks only)."""
+    trained on the folds that do not hold it; ``fold[i]`` is the sample's test fold."""
     method: str
     pred: np.ndarray
     fold: np.ndarray
-    final_loss: list[float]
 
 
 def folds_of(labels: Sequence[int], k: int, seed: int) -> np.ndarray:
@@ -62,17 +60,16 @@ def pca_rf(x: np.ndarray, y: np.ndarray, fold: np.ndarray, *, components: int, t
         pca = PCA(k, random_state=seed).fit(x[tr])
         rf = RandomForestClassifier(trees, random_state=seed, n_jobs=1).fit(pca.transform(x[tr]), y[tr])
         pred[te] = rf.predict(pca.transform(x[te]))
-    return CVResult(method, pred, fold, [])
+    return CVResult(method, pred, fold)
 
 
 def _fit_predict(model: nn.Module, x_tr: torch.Tensor, y_tr: torch.Tensor, x_te: torch.Tensor, *, epochs: int,
-                 lr: float, batch: int | None, seed: int, desc: str) -> tuple[np.ndarray, float]:
+                 lr: float, batch: int | None, seed: int, desc: str) -> np.ndarray:
     """Plain loop: AdamW, cross-entropy, ``batch`` samples per step (None: full batch), shuffled by ``seed``."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     n = len(x_tr)
     bs = n if batch is None else batch
-    loss = torch.tensor(float("nan"))
     model.train()
     for _ in progress(range(epochs), desc=desc, leave=False, disable=epochs < 20):
         perm = torch.randperm(n, generator=gen)
@@ -90,14 +87,14 @@ def _fit_predict(model: nn.Module, x_tr: torch.Tensor, y_tr: torch.Tensor, x_te:
         for i in range(0, len(x_te), max(bs, 1)):
             o = model(x_te[i:i + max(bs, 1)])
             outs.append(o[0] if isinstance(o, tuple) else o)
-    return torch.cat(outs).argmax(1).numpy(), float(loss.detach())
+    return torch.cat(outs).argmax(1).numpy()
 
 
 def mlp(x: np.ndarray, y: np.ndarray, fold: np.ndarray, *, hidden: int, epochs: int, lr: float, seed: int,
         method: str) -> CVResult:
     """A 3-layer MLP (Linear-ReLU-Linear-ReLU-Linear, ``hidden`` units) on standardised vectors, full-batch AdamW."""
     n_cls = int(y.max()) + 1
-    pred, losses = np.empty(len(y), dtype=int), []
+    pred = np.empty(len(y), dtype=int)
     for f in np.unique(fold):
         tr, te = fold != f, fold == f
         mu, sd = x[tr].mean(0), x[tr].std(0) + 1e-6
@@ -105,10 +102,9 @@ def mlp(x: np.ndarray, y: np.ndarray, fold: np.ndarray, *, hidden: int, epochs: 
         net = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                             nn.Linear(hidden, n_cls))
         xt = lambda a: torch.as_tensor((a - mu) / sd, dtype=torch.float32)  # noqa: E731
-        pred[te], last = _fit_predict(net, xt(x[tr]), torch.as_tensor(y[tr]), xt(x[te]), epochs=epochs, lr=lr,
-                                      batch=None, seed=seed + int(f), desc=f"{method} fold {f + 1}")
-        losses.append(last)
-    return CVResult(method, pred, fold, losses)
+        pred[te] = _fit_predict(net, xt(x[tr]), torch.as_tensor(y[tr]), xt(x[te]), epochs=epochs, lr=lr,
+                                batch=None, seed=seed + int(f), desc=f"{method} fold {f + 1}")
+    return CVResult(method, pred, fold)
 
 
 def voxel_network(kind: str, grid: int, n_classes: int, cfg: dict[str, Any]) -> nn.Module:
@@ -132,17 +128,16 @@ def voxel_cv(kind: str, volumes: np.ndarray, y: np.ndarray, fold: np.ndarray, cf
              method: str) -> CVResult:
     """Train ``kind`` on the voxels of each training fold (binary maps as float input) and predict the test fold."""
     n_cls = int(y.max()) + 1
-    pred, losses = np.empty(len(y), dtype=int), []
+    pred = np.empty(len(y), dtype=int)
     x = torch.as_tensor(np.asarray(volumes, dtype=np.float32))[:, None]
     for f in np.unique(fold):
         tr, te = fold != f, fold == f
         torch.manual_seed(seed + int(f))
         net = voxel_network(kind, volumes.shape[-1], n_cls, cfg)
-        pred[te], last = _fit_predict(net, x[tr], torch.as_tensor(y[tr]), x[te], epochs=cfg["voxel_epochs"],
-                                      lr=cfg["voxel_lr"], batch=cfg["voxel_batch"], seed=seed + int(f),
-                                      desc=f"{method} fold {f + 1}")
-        losses.append(last)
-    return CVResult(method, pred, fold, losses)
+        pred[te] = _fit_predict(net, x[tr], torch.as_tensor(y[tr]), x[te], epochs=cfg["voxel_epochs"],
+                                lr=cfg["voxel_lr"], batch=cfg["voxel_batch"], seed=seed + int(f),
+                                desc=f"{method} fold {f + 1}")
+    return CVResult(method, pred, fold)
 
 
 def fold_scores(y: np.ndarray, res: CVResult) -> pd.DataFrame:

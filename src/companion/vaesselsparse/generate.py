@@ -21,6 +21,11 @@ import torch
 from ..progress import progress
 
 
+def _per_channel(v: np.ndarray) -> np.ndarray:
+    """A per-channel vector shaped to broadcast over ``(N, C, d, d, d)``."""
+    return v[:, None, None, None]
+
+
 @dataclass
 class Standardiser:
     """Per-channel affine map of latent grids ``(N, C, d, d, d)`` to zero mean and unit variance; with
@@ -42,19 +47,19 @@ class Standardiser:
         return cls(mean.astype(np.float32), std.astype(np.float32), occupancy)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        s = (slice(None), slice(None), None, None, None)
+        mean, std = _per_channel(self.mean), _per_channel(self.std)
         if not self.occupancy:
-            return ((x - self.mean[s[1:]]) / self.std[s[1:]]).astype(np.float32)
-        feats = (x[:, :-1] - self.mean[s[1:]]) / self.std[s[1:]]
+            return ((x - mean) / std).astype(np.float32)
+        feats = (x[:, :-1] - mean) / std
         occ = x[:, -1:] > 0.5
         return np.concatenate([feats * occ, np.where(occ, 1.0, -1.0)], axis=1).astype(np.float32)
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
-        s = (slice(None), None, None, None)
+        mean, std = _per_channel(self.mean), _per_channel(self.std)
         if not self.occupancy:
-            return (z * self.std[s] + self.mean[s]).astype(np.float32)
+            return (z * std + mean).astype(np.float32)
         occ = (z[:, -1:] > 0).astype(np.float32)
-        feats = (z[:, :-1] * self.std[s] + self.mean[s]) * occ
+        feats = (z[:, :-1] * std + mean) * occ
         return np.concatenate([feats, occ], axis=1).astype(np.float32)
 
 
@@ -139,11 +144,6 @@ def prepare(latents: np.ndarray, occupancy: bool) -> tuple[torch.Tensor, Standar
     return _pad(torch.as_tensor(st.forward(latents)), size), st, size
 
 
-def describe(widths: list[int], channels: int) -> dict[str, Any]:
-    model = build_unet(channels, widths)
-    return {"widths": list(widths), "channels": channels,
-            "parameters": sum(p.numel() for p in model.parameters())}
-
 
 def main(argv: list[str] | None = None) -> int:
     """Train both flow-matching U-Nets with the chapter's own function (``latent_chapter.train_flows``), under
@@ -152,11 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     go to the same cache, which the notebook then loads."""
     import argparse
 
-    import torch.distributed as dist
-
     from ..chapter import start
     from . import latent_chapter as vl
-    from .train import init_distributed
+    from .train import distributed
 
     ap = argparse.ArgumentParser(prog="python -m companion.vaesselsparse.generate",
                                  description="Train the flow-matching U-Nets of chapter 1 part 2; torchrun-ready.")
@@ -165,16 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (each rank uses cuda:LOCAL_RANK)")
     ap.add_argument("--out", default=None, help="results root (default: $COMPANION_RESULTS or ./results)")
     args = ap.parse_args(argv)
-    distributed, device = init_distributed(args.device)
-    try:
+    with distributed(args.device) as device:
         run = start("vaesselsparse_latent", scale=args.scale, device=device, seed=args.seed, output_dir=args.out)
         vl.check(run)
         flows = vl.train_flows(run, vl.load_vaes(run), vl.generation_data(run))
         for name, f in flows.items():
             print(f"{name}: {f['state'].source}, last loss {f['state'].history[-1]['loss']:.4f}", flush=True)
-    finally:
-        if distributed:
-            dist.destroy_process_group()
     return 0
 
 

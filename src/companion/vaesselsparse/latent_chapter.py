@@ -195,14 +195,12 @@ def figure_classes(run: ChapterRun, tasks: dict[str, Task]):
 class Codes:
     sparse_grid: np.ndarray  # (N, C + 1, d, d, d)
     dense: np.ndarray  # (N, C, d, d, d)
-    positions: np.ndarray  # (N,) occupied bottleneck positions of the sparse latent
 
 
 def encode(run: ChapterRun, vaes: dict[str, TrainState], volumes: np.ndarray) -> Codes:
     mus = latents.encode_sparse(vaes["sparse"].model, list(volumes), run.device)
     return Codes(np.stack([latents.sparse_to_grid(m) for m in mus]),
-                 latents.encode_dense(vaes["dense"].model, list(volumes), run.device),
-                 np.array([m.n for m in mus]))
+                 latents.encode_dense(vaes["dense"].model, list(volumes), run.device))
 
 
 def round_trip_check(run: ChapterRun, vaes: dict[str, TrainState], volumes: np.ndarray) -> dict[str, Any]:
@@ -213,11 +211,8 @@ def round_trip_check(run: ChapterRun, vaes: dict[str, TrainState], volumes: np.n
     for v in volumes:
         mu = latents.encode_sparse(model, [v], run.device)[0]
         back = latents.grid_to_sparse(latents.sparse_to_grid(mu), mu.stride, mu.spatial_shape)
-        a = mu.coords[torch.argsort(mu.keys())]
-        b = back.coords[torch.argsort(back.keys())]
-        fa = mu.feats[torch.argsort(mu.keys())]
-        fb = back.feats[torch.argsort(back.keys())]
-        if a.shape != b.shape or not torch.equal(a, b) or not torch.equal(fa, fb):
+        (ka, ia), (kb, ib) = mu.sorted_keys(), back.sorted_keys()
+        if not torch.equal(ka, kb) or not torch.equal(mu.feats[ia], back.feats[ib]):
             bad_latent += 1
         if not np.array_equal(latents.decode_sparse(model, mu, run.device),
                               latents.decode_sparse(model, back, run.device)):
@@ -364,7 +359,7 @@ def train_flows(run: ChapterRun, vaes: dict[str, TrainState], data: GenerationDa
 
 def sample_maps(run: ChapterRun, vaes: dict[str, TrainState], flows: dict[str, Any]) -> dict[str, np.ndarray]:
     """``gen_samples`` new latents from each flow, decoded to binary maps by the VAE of that latent space."""
-    p1 = part1_run(run).cfg
+    shape = (grid_of(run),) * 3
     out = {}
     for name, f in flows.items():
         z = generate.sample(f["state"].model, run.cfg["gen_samples"], (f["channels"], *(f["size"],) * 3),
@@ -372,7 +367,6 @@ def sample_maps(run: ChapterRun, vaes: dict[str, TrainState], flows: dict[str, A
         z = f["standardiser"].inverse(z)
         if f["occupancy"]:
             model = vaes["sparse"].model
-            shape = (p1["grid"],) * 3
             out[name] = np.stack([latents.decode_sparse(model, latents.grid_to_sparse(zi, model.cfg.factor, shape),
                                                         run.device) for zi in z])
         else:

@@ -16,8 +16,9 @@ import argparse
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -46,16 +47,22 @@ def wrap_distributed(model: torch.nn.Module) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
 
-def init_distributed(device: str) -> tuple[bool, str]:
-    """Under torchrun (``WORLD_SIZE`` > 1): join the process group (nccl on CUDA, gloo on CPU) and give each rank
-    its own GPU (``cuda:LOCAL_RANK``).  Returns (distributed, this rank's device)."""
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+@contextmanager
+def distributed(device: str) -> Iterator[str]:
+    """Under torchrun (``WORLD_SIZE`` > 1): join the process group (nccl on CUDA, gloo on CPU), give each rank its
+    own GPU (``cuda:LOCAL_RANK``), yield this rank's device, and leave the group on exit.  Otherwise yield
+    ``device`` unchanged."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield device
+        return
+    dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    try:
         if device == "cuda":
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
             torch.cuda.set_device(device)
-    return distributed, device
+        yield device
+    finally:
+        dist.destroy_process_group()
 
 
 def epoch_batches(n_items: int, batch_size: int, epoch: int, seed: int) -> list[list[int]]:
@@ -148,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs is not None and args.epochs < 1:
         ap.error("--epochs must be >= 1")
 
-    distributed, device = init_distributed(args.device)
-    try:
+    with distributed(args.device) as device:
         overrides = {} if args.epochs is None else {"epochs": args.epochs, "dense_epochs": args.epochs}
         run = start("vaesselsparse", scale=args.scale, data=args.data, device=device, seed=args.seed,
                     output_dir=args.out, overrides=overrides)
@@ -161,9 +167,6 @@ def main(argv: list[str] | None = None) -> int:
         (out / f"rank{rank}.json").write_text(json.dumps(
             {"rank": rank, "world_size": size, "digest": state_digest(state.model), "source": state.source,
              "checkpoint": str(state.path), "history": state.history}, indent=1))
-    finally:
-        if distributed:
-            dist.destroy_process_group()
     return 0
 
 
