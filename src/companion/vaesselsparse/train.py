@@ -13,90 +13,17 @@ Command line (what the DDP test and multi-GPU users run)::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from ..sparse import from_masks
+from ..training import distributed, epoch_batches, run_epoch, state_digest, world, wrap_distributed  # noqa: F401
 from .dense import sample_patches
 from .loss import dense_vae_loss, sparse_vae_loss
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) when not distributed."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def wrap_distributed(model: torch.nn.Module) -> torch.nn.Module:
-    """``DistributedDataParallel(model)`` under torchrun, else the model itself."""
-    rank, size = world()
-    if size == 1:
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    dev = next(model.parameters()).device
-    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-
-
-@contextmanager
-def distributed(device: str) -> Iterator[str]:
-    """Under torchrun (``WORLD_SIZE`` > 1): join the process group (nccl on CUDA, gloo on CPU), give each rank its
-    own GPU (``cuda:LOCAL_RANK``), yield this rank's device, and leave the group on exit.  Otherwise yield
-    ``device`` unchanged."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        yield device
-        return
-    dist.init_process_group("nccl" if device == "cuda" else "gloo")
-    try:
-        if device == "cuda":
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-            torch.cuda.set_device(device)
-        yield device
-    finally:
-        dist.destroy_process_group()
-
-
-def epoch_batches(n_items: int, batch_size: int, epoch: int, seed: int) -> list[list[int]]:
-    """This rank's batches for ``epoch``: a seeded permutation, dealt round-robin to the ranks, cut to the same
-    number of full batches on every rank."""
-    rank, size = world()
-    perm = np.random.default_rng([seed, epoch]).permutation(n_items)
-    per_rank = (n_items // size) // batch_size * batch_size
-    if per_rank == 0:
-        raise ValueError(f"{n_items} training volumes are too few for batch size {batch_size} on {size} rank(s)")
-    mine = perm[rank::size][:per_rank]
-    return [mine[i:i + batch_size].tolist() for i in range(0, per_rank, batch_size)]
-
-
-def _mean(stats: list[dict[str, float]]) -> dict[str, float]:
-    return {k: float(np.mean([s[k] for s in stats])) for k in stats[0]} if stats else {}
-
-
-def _epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, n_items: int, batch_size: int, seed: int,
-           epoch: int, loss_of: Callable) -> dict[str, float]:
-    """One epoch: for each of this rank's batches, ``loss_of(indices, rng) -> (loss, stats)``, backward, step.
-    Seeded per epoch (model noise from torch's generator, data sampling from ``rng``), so a resumed or repeated
-    run takes the same steps."""
-    model.train()
-    torch.manual_seed(seed * 100_003 + epoch)
-    rng = np.random.default_rng([seed, epoch, 7])
-    stats = []
-    for idx in epoch_batches(n_items, batch_size, epoch, seed):
-        loss, info = loss_of(idx, rng)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        stats.append(info)
-    return _mean(stats)
 
 
 def sparse_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, volumes: list[np.ndarray], *,
@@ -108,7 +35,7 @@ def sparse_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, volum
         x = from_masks([volumes[i] for i in idx], device)
         return sparse_vae_loss(model(x, x), x, beta, support)
 
-    return lambda epoch: _epoch(model, optimizer, len(volumes), batch_size, seed, epoch, loss_of)
+    return lambda epoch: run_epoch(model, optimizer, len(volumes), batch_size, seed, epoch, loss_of)
 
 
 def dense_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, volumes: list[np.ndarray], *,
@@ -121,17 +48,7 @@ def dense_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, volume
         recon, mu, sigma = model(x)
         return dense_vae_loss(recon, mu, sigma, x, beta, dice_weight)
 
-    return lambda epoch: _epoch(model, optimizer, len(volumes), batch_size, seed, epoch, loss_of)
-
-
-def state_digest(model: torch.nn.Module) -> str:
-    """sha256 of all parameters and buffers (to compare ranks or runs bit for bit)."""
-    m = model.module if hasattr(model, "module") else model
-    h = hashlib.sha256()
-    for name, t in sorted(m.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    return lambda epoch: run_epoch(model, optimizer, len(volumes), batch_size, seed, epoch, loss_of)
 
 
 def main(argv: list[str] | None = None) -> int:

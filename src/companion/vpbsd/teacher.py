@@ -40,6 +40,9 @@ class TeacherOutput:
     out: torch.Tensor
     #: the codebook's pass: ``codebook.codes`` is Z'_tea, ``codebook.loss`` is L_cb (Eq. 9)
     codebook: CodebookOutput
+    #: the deepest features before the codebook (encoder10's output, d_t channels at 1/32): what plain
+    #: feature distillation (FitNets, VID, AB, the ablation's L_mid) imitates
+    features: torch.Tensor
 
 
 class VpbTeacher(nn.Module):
@@ -64,6 +67,7 @@ class VpbTeacher(nn.Module):
         self.codebook = VesselPatternCodebook(16 * feature_size, code_dim, n_codes, tau=tau, commitment=commitment)
         self.swin.encoder10.register_forward_hook(self._quantise)
         self._pass: CodebookOutput | None = None
+        self._features: torch.Tensor | None = None
         self.mode = mode
 
     @property
@@ -82,7 +86,7 @@ class VpbTeacher(nn.Module):
         return 16 * self.feature_size
 
     def _quantise(self, module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
-        self._pass = self.codebook(output)
+        self._pass, self._features = self.codebook(output), output
         return self._pass.out
 
     def _take_pass(self) -> CodebookOutput:
@@ -93,13 +97,16 @@ class VpbTeacher(nn.Module):
 
     def forward(self, x: torch.Tensor) -> TeacherOutput:
         features = self.swin(x)  # MONAI's forward; the hook swaps encoder10's output for the codebook's
-        return TeacherOutput(out=self.heads[self.mode](features), codebook=self._take_pass())
+        out = self.heads[self.mode](features)
+        deep, self._features = self._features, None
+        return TeacherOutput(out=out, codebook=self._take_pass(), features=deep)
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """Z'_tea (B, M, D/32, H/32, W/32): the selected codes for ``x``, without running the decoder."""
         self.swin._check_input_size(x.shape[2:])
         hidden = self.swin.swinViT(x, self.swin.normalize)
         self.swin.encoder10(hidden[-1])
+        self._features = None
         return self._take_pass().codes
 
     @torch.no_grad()
