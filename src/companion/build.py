@@ -32,6 +32,7 @@ CHAPTERS: dict[str, str] = {
     "vessel_data": "notebooks/00_vessel_data.ipynb",
     "vaesselsparse": "notebooks/01_vaesselsparse.ipynb",
     "vaesselsparse_latent": "notebooks/01b_vaesselsparse_latent.ipynb",
+    "vpbsd": "notebooks/02_vpbsd.ipynb",
 }
 
 ACCESS_TEXT = {"open": "open download", "registration": "registration", "request": "on request",

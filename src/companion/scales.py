@@ -57,6 +57,13 @@ CHAPTER_DATA: dict[str, dict] = {
         # tasks stay generated.  INSTED and TopCoW are not read yet (see the notebook's "At paper scale" section).
         "manifests": True,
     },
+    "vpbsd": {
+        "standins": {"synthetic": "offline stand-in: generated capillary beds seen through a light-sheet appearance "
+                                  "model (companion.data.lightsheet), 11 labeled volumes and an unlabeled pool"},
+        "default": {"ci": "synthetic", "laptop": "synthetic", "paper": "vessap"},
+        # VesSAP (on request) replaces the stand-in when its files are in place: `companion data fetch vessap`
+        "manifests": True,
+    },
 }
 
 
@@ -124,6 +131,36 @@ CHAPTER_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "vit_patch": 16, "tsne_perplexity": 30.0, "gen_train": 234, "gen_reference": 60,
                   "gen_samples": 60, "gen_epochs": 2000, "gen_lr": 1e-5, "gen_batch": 8,
                   "gen_channels": [64, 128, 256], "gen_steps": 100, "points": 2048, "render_size": 720},
+    },
+    # VpbSD (paper Sec. 3-4).  Paper facts: 11 labeled 500x500x50 volumes, 5-fold cross-validation, 64^3 patches,
+    # batch 2, Adam with exponential decay, teacher pretraining 80 epochs at lr 1e-3, fine-tuning 30 epochs at
+    # 1e-5, distillation 300 epochs at 1e-2, alpha 0.1, gamma 1, SwinUNETR teacher (feature size 48, 63.98 M), a
+    # 0.12 M light UNet student.  Ours: the codebook size N and Gumbel temperature (not given), the final learning-
+    # rate factor, beta's maximum, and everything below paper scale: 64^3 stand-in volumes, a SwinUNETR teacher
+    # of feature size 12 (4.1 M parameters) trained on 32x64x64 crops, shorter schedules, and a fine-tuning lr of
+    # 1e-3 (1e-5 does not move a freshly initialised segmentation head in a few dozen steps).
+    "vpbsd": {
+        "ci": {"grid": 64, "n_labeled": 4, "n_unlabeled": 2, "folds": 2, "teacher_features": 12,
+               "teacher_depths": [2, 2, 2, 2], "codebook_size": 16, "tau": 1.0,
+               "student_channels": [4, 8, 12, 24, 32], "teacher_crop": [32, 64, 64], "batch_size": 2,
+               "pretrain_epochs": 1, "teacher_lr": 1e-3, "finetune_epochs": 1, "finetune_lr": 1e-3,
+               "student_epochs": 1, "student_lr": 1e-2, "lr_decay": 0.1, "beta_max": 1.0,
+               "bench_feature_sizes": [12], "bench_unetr": True, "bench_repeats": 1, "smd_points": 300,
+               "figure_volume": 0},
+        "laptop": {"grid": 64, "n_labeled": 11, "n_unlabeled": 11, "folds": 5, "teacher_features": 12,
+                   "teacher_depths": [2, 2, 2, 2], "codebook_size": 64, "tau": 1.0,
+                   "student_channels": [4, 8, 12, 24, 32], "teacher_crop": [32, 64, 64], "batch_size": 2,
+                   "pretrain_epochs": 10, "teacher_lr": 1e-3, "finetune_epochs": 6, "finetune_lr": 1e-3,
+                   "student_epochs": 8, "student_lr": 1e-2, "lr_decay": 0.1, "beta_max": 1.0,
+                   "bench_feature_sizes": [12, 24, 48], "bench_unetr": True, "bench_repeats": 5,
+                   "smd_points": 500, "figure_volume": 0},
+        "paper": {"grid": 64, "n_labeled": 11, "n_unlabeled": 200, "folds": 5, "teacher_features": 48,
+                  "teacher_depths": [2, 2, 2, 2], "codebook_size": 512, "tau": 1.0,
+                  "student_channels": [4, 8, 12, 24, 32], "teacher_crop": [64, 64, 64], "batch_size": 2,
+                  "pretrain_epochs": 80, "teacher_lr": 1e-3, "finetune_epochs": 30, "finetune_lr": 1e-5,
+                  "student_epochs": 300, "student_lr": 1e-2, "lr_decay": 0.1, "beta_max": 1.0,
+                  "bench_feature_sizes": [12, 24, 48], "bench_unetr": True, "bench_repeats": 100,
+                  "smd_points": 500, "figure_volume": 0},
     },
 }
 

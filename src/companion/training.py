@@ -24,15 +24,17 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def wrap_distributed(model: torch.nn.Module) -> torch.nn.Module:
-    """``DistributedDataParallel(model)`` under torchrun, else the model itself."""
+def wrap_distributed(model: torch.nn.Module, find_unused: bool = False) -> torch.nn.Module:
+    """``DistributedDataParallel(model)`` under torchrun, else the model itself.  ``find_unused``: some parameters
+    take no part in a step (e.g. the head of another training stage), so DDP must look for them."""
     rank, size = world()
     if size == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     dev = next(model.parameters()).device
-    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                   find_unused_parameters=find_unused)
 
 
 @contextmanager
