@@ -122,7 +122,7 @@ def test_the_stand_in_matches_the_vessap_manifest():
     from companion.data import get_manifest
 
     m = get_manifest("vessap")
-    assert "vpbsd" in m.chapters and m.loader == "tiff_stack" and m.loader_args.get("images")
+    assert "vpbsd" in m.chapters and m.loader == "nifti_pairs" and m.loader_args.get("images")
     assert m.published_stats["n_annotated"].startswith("11 ")
     assert inspect.signature(L.generate_lightsheet_set).parameters["n_labeled"].default == 11
     assert m.published_stats["voxel_size_um"] == "1.625 x 1.625 x 3.0"

@@ -5,14 +5,22 @@
     images      glob, relative to ``$COMPANION_DATA/<id>/``, matching one image file per case (sorted); or a list of
                 globs, e.g. the same layout one folder deeper (BraTS 2019 as extracted or as placed)
     label_sub   ``[regex, replacement]`` turning an image path (relative, '/'-separated) into its label path
-    unlabelled  ``error`` (default: an image without its label means the layout is wrong) or ``skip`` (the release
-                also holds unannotated images, e.g. TopCoW 2024's validation images: they are not read)
+    unlabelled  ``error`` (default: an image without its label file means the layout is wrong) or ``skip`` (the
+                release also holds unannotated images, e.g. TopCoW 2024's validation images: they are not paired)
+    unlabelled_images  glob or list of globs of images that have no label at all (read only with
+                ``split="unlabelled"``); ``label_sub`` must match every image of ``images`` that is not one of these
     case        regex whose first group, searched in the image path, is the case id (default: the file stem); a
                 case id must be unique
+    channel     index along the last axis to keep when an image file holds several channels (a 4-D array, e.g.
+                two stains in one file); 3-D images are read as they are
+    spacing     voxel size in the array's axis order, replacing the file header's (for releases whose headers hold a
+                placeholder such as 1 x 1 x 1)
     key         array key inside ``.npz`` files (npz_arrays; default "data")
     file        the ``.npz`` file (medmnist_npz)
 
-Loaders never download; a dataset that is not ready fails with the command that fetches or verifies it.
+``split`` for the paired loaders: ``None`` or ``"labelled"`` (image and label pairs) or ``"unlabelled"`` (images
+without a label, ``target=None``: ``unlabelled_images`` and, with ``unlabelled: skip``, the images whose label file
+is absent).  Loaders never download; a dataset that is not ready fails with the command that fetches or verifies it.
 """
 from __future__ import annotations
 
@@ -40,18 +48,30 @@ class LayoutError(FileNotFoundError):
     """The files on disk do not match the manifest's layout; the message shows what was looked for."""
 
 
-def _image_paths(m: Manifest, root: Path) -> list[Path]:
-    pattern = m.loader_args.get("images")
-    if not pattern:
-        raise LayoutError(f"{m.id}: manifest gives no loader_args.images glob; expected layout:\n{m.layout}")
-    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+def _patterns(value: str | list[str] | None) -> list[str]:
+    return [] if not value else [value] if isinstance(value, str) else list(value)
+
+
+def _glob(root: Path, patterns: list[str]) -> list[Path]:
     # skip hidden files such as the macOS "._name" companions some archives (e.g. MSD) carry
-    paths = sorted({p for pat in patterns for p in root.glob(pat)
-                    if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)})
+    return sorted({p for pat in patterns for p in root.glob(pat)
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)})
+
+
+def _fix_hint(m: Manifest) -> str:
+    return (f"Expected layout (from the manifest):\n{m.layout}\nIf the files on disk differ, fix loader_args in "
+            f"{m.path}.")
+
+
+def _image_paths(m: Manifest, root: Path) -> list[Path]:
+    patterns = _patterns(m.loader_args.get("images"))
+    if not patterns:
+        raise LayoutError(f"{m.id}: manifest gives no loader_args.images glob; expected layout:\n{m.layout}")
+    unlabelled = set(_glob(root, _patterns(m.loader_args.get("unlabelled_images"))))
+    paths = [p for p in _glob(root, patterns) if p not in unlabelled]
     if not paths:
-        raise LayoutError(f"{m.id}: no file matches {' or '.join(map(repr, patterns))} under {root}. Expected layout "
-                          f"(from the manifest):\n{m.layout}\nIf the archive's layout differs, fix loader_args in "
-                          f"{m.path}.")
+        raise LayoutError(f"{m.id}: no file matches {' or '.join(map(repr, patterns))} under {root}. "
+                          + _fix_hint(m))
     return paths
 
 
@@ -70,7 +90,22 @@ def _label_path(m: Manifest, root: Path, rel: str) -> Path | None:
     if not sub:
         return None
     pattern, repl = sub
-    return root / re.sub(pattern, repl, rel)
+    label, n = re.subn(pattern, repl, rel)
+    if not n:  # the image would otherwise be paired with itself
+        raise LayoutError(f"{m.id}: label_sub pattern {pattern!r} does not match image {rel}, so its label path is "
+                          f"unknown. Fix label_sub or images in {m.path}; images that have no label belong under "
+                          f"loader_args.unlabelled_images. Expected layout:\n{m.layout}")
+    return root / label
+
+
+def _unique_cases(m: Manifest, root: Path, rels: list[str]) -> None:
+    seen: dict[str, str] = {}
+    for rel in rels:
+        case = _case_id(m, rel)
+        if case in seen:
+            raise LayoutError(f"{m.id}: case {case!r} found twice, {seen[case]} and {rel} under {root} (the data "
+                              f"placed at two depths?); keep one copy. Expected layout:\n{m.layout}")
+        seen[case] = rel
 
 
 def _pairs(m: Manifest, root: Path) -> list[tuple[str, Path | None]]:
@@ -85,19 +120,34 @@ def _pairs(m: Manifest, root: Path) -> list[tuple[str, Path | None]]:
             if skip:  # an unannotated image the release is known to hold (manifest: unlabelled: skip)
                 continue
             raise LayoutError(f"{m.id}: label {label} for image {rel} not found (label_sub "
-                              f"{m.loader_args['label_sub']!r}); expected layout:\n{m.layout}")
+                              f"{m.loader_args['label_sub']!r}). Put the label there, or fix label_sub in {m.path} "
+                              f"(if the release also holds unannotated images there, set unlabelled: skip). "
+                              f"Expected layout:\n{m.layout}")
         pairs.append((rel, label))
     if not pairs:
         raise LayoutError(f"{m.id}: none of the {len(paths)} image(s) under {root} has its label (label_sub "
                           f"{m.loader_args['label_sub']!r}); expected layout:\n{m.layout}")
-    seen: dict[str, str] = {}
-    for rel, _ in pairs:
-        case = _case_id(m, rel)
-        if case in seen:
-            raise LayoutError(f"{m.id}: case {case!r} found twice, {seen[case]} and {rel} under {root} (the data "
-                              f"placed at two depths?); keep one copy. Expected layout:\n{m.layout}")
-        seen[case] = rel
+    _unique_cases(m, root, [rel for rel, _ in pairs])
     return pairs
+
+
+def _unlabelled(m: Manifest, root: Path) -> list[str]:
+    """Images without a label (relative to `root`): ``unlabelled_images``, plus, with ``unlabelled: skip``, the images
+    of ``images`` whose label file is absent."""
+    patterns = _patterns(m.loader_args.get("unlabelled_images"))
+    rels = [p.relative_to(root).as_posix() for p in _glob(root, patterns)]
+    if m.loader_args.get("unlabelled") == "skip":
+        for p in _glob(root, _patterns(m.loader_args.get("images"))):
+            rel = p.relative_to(root).as_posix()
+            if rel not in rels and not _label_path(m, root, rel).exists():
+                rels.append(rel)
+    if not rels:
+        where = (f"no file matches loader_args.unlabelled_images {' or '.join(map(repr, patterns))} under {root}"
+                 if patterns else "the manifest gives no loader_args.unlabelled_images glob")
+        raise LayoutError(f"{m.id}: no unlabelled image: {where}. " + _fix_hint(m))
+    rels.sort()
+    _unique_cases(m, root, rels)
+    return rels
 
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -120,12 +170,39 @@ def _read_tiff(path: Path) -> np.ndarray:
     return np.asarray(tifffile.imread(str(path)))
 
 
+def _image(m: Manifest, reader: Callable[[Path], tuple[np.ndarray, tuple[float, ...]]],
+           path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """An image as the manifest asks for it: one channel of a multi-channel file, its spacing replaced."""
+    image, spacing = reader(path)
+    channel = m.loader_args.get("channel")
+    if channel is not None and image.ndim == 4:
+        if channel >= image.shape[-1]:
+            raise LayoutError(f"{m.id}: {path} has {image.shape[-1]} channel(s) (shape {image.shape}), no channel "
+                              f"{channel}; fix loader_args.channel in {m.path}")
+        image = image[..., channel]
+    given = m.loader_args.get("spacing")
+    if given is not None:
+        if len(given) != image.ndim:
+            raise LayoutError(f"{m.id}: loader_args.spacing {given} has {len(given)} values but {path} is a "
+                              f"{image.ndim}-D array of shape {image.shape}; fix spacing in {m.path}")
+        spacing = tuple(float(v) for v in given)
+    return image, spacing
+
+
 def _paired(reader: Callable[[Path], tuple[np.ndarray, tuple[float, ...]]]):
     def load(m: Manifest, root: Path, split: str | None) -> Iterator[Sample]:
-        for rel, lab in _pairs(m, root):
-            image, spacing = reader(root / rel)
-            target = reader(lab)[0] if lab is not None else None
-            yield Sample(_case_id(m, rel), image, target, spacing, rel)
+        if split in (None, "labelled"):
+            for rel, lab in _pairs(m, root):
+                image, spacing = _image(m, reader, root / rel)
+                target = reader(lab)[0] if lab is not None else None
+                yield Sample(_case_id(m, rel), image, target, spacing, rel)
+        elif split == "unlabelled":
+            for rel in _unlabelled(m, root):
+                image, spacing = _image(m, reader, root / rel)
+                yield Sample(_case_id(m, rel), image, None, spacing, rel)
+        else:
+            raise ValueError(f"{m.id}: split {split!r} unknown; choose 'labelled' (image and label pairs, the "
+                             f"default) or 'unlabelled' (images without a label, target None)")
 
     return load
 

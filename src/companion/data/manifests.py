@@ -22,7 +22,7 @@ HASH_ALGORITHMS = ("md5", "sha1", "sha256")
 HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64}
 LOADERS = ("nifti_pairs", "nifti_folder", "npz_arrays", "medmnist_npz", "tiff_stack", "neurite_oasis", "none")
 CHAPTER_IDS = ("vessel_data", "vaesselsparse", "vaesselsparse_latent", "vpbsd", "hyperbolic", "sparsevm")
-LOADER_ARGS = ("images", "label_sub", "unlabelled", "case", "key", "file")
+LOADER_ARGS = ("images", "label_sub", "unlabelled", "unlabelled_images", "case", "channel", "spacing", "key", "file")
 REQUIRED = ("id", "title", "chapters", "homepage", "access", "license", "citation", "files", "layout", "loader")
 
 
@@ -172,10 +172,19 @@ def _parse(path: Path) -> Manifest:
     sub = loader_args.get("label_sub")
     if sub is not None and not (isinstance(sub, list) and len(sub) == 2 and all(isinstance(x, str) for x in sub)):
         raise ManifestError(f"{path}: loader_args.label_sub must be [regex, replacement]")
-    images = loader_args.get("images")
-    if images is not None and not (isinstance(images, str) or (
-            isinstance(images, list) and images and all(isinstance(x, str) and x for x in images))):
-        raise ManifestError(f"{path}: loader_args.images must be a glob or a non-empty list of globs, got {images!r}")
+    for key in ("images", "unlabelled_images"):
+        globs = loader_args.get(key)
+        if globs is not None and not (isinstance(globs, str) or (
+                isinstance(globs, list) and globs and all(isinstance(x, str) and x for x in globs))):
+            raise ManifestError(f"{path}: loader_args.{key} must be a glob or a non-empty list of globs, got {globs!r}")
+    channel = loader_args.get("channel")
+    if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
+        raise ManifestError(f"{path}: loader_args.channel must be a channel index (0, 1, ...), got {channel!r}")
+    spacing = loader_args.get("spacing")
+    if spacing is not None and not (isinstance(spacing, list) and spacing and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in spacing)):
+        raise ManifestError(f"{path}: loader_args.spacing must be a list of positive voxel sizes in the array's axis "
+                            f"order, got {spacing!r}")
     unlabelled = loader_args.get("unlabelled")
     if unlabelled is not None and unlabelled not in ("error", "skip"):
         raise ManifestError(f"{path}: loader_args.unlabelled must be 'error' or 'skip', got {unlabelled!r}")
