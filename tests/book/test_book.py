@@ -410,3 +410,25 @@ def test_latent_chapter_determinism(built, tmp_path, monkeypatch):
     a = json.loads((first / "scoreboard.json").read_text())["claims"]
     b = json.loads((second / "scoreboard.json").read_text())["claims"]
     assert [(c["id"], c["holds"], c["reproduced"]) for c in a] == [(c["id"], c["holds"], c["reproduced"]) for c in b]
+
+
+def test_vpbsd_chapter_determinism(built, tmp_path, monkeypatch):
+    """Chapter 2 at ci scale, teacher and every student trained again from scratch (empty checkpoint cache), gives
+    byte-identical tables and verdicts -- all but Table 2, whose cost cells are wall-clock timings."""
+    from companion.build import execute_chapter
+
+    _, results, _ = built
+    ck = tmp_path / "checkpoints"
+    monkeypatch.setenv("COMPANION_CHECKPOINTS", str(ck))
+    execute_chapter("vpbsd", SCALE, tmp_path / "again.ipynb", results=tmp_path / "res")
+    assert list((ck / "vpbsd").rglob("*.pt")), "the models were trained anew"
+    first, second = results / "vpbsd" / SCALE, tmp_path / "res" / "vpbsd" / SCALE
+    tables = sorted(p.name for p in first.glob("table-*.csv"))
+    assert {"table-1.csv", "table-3.csv"} <= set(tables) and tables == sorted(p.name for p in second.glob("table-*.csv"))
+    for name in tables:
+        if name == "table-2.csv":
+            continue
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    a = json.loads((first / "scoreboard.json").read_text())["claims"]
+    b = json.loads((second / "scoreboard.json").read_text())["claims"]
+    assert [(c["id"], c["holds"]) for c in a] == [(c["id"], c["holds"]) for c in b]

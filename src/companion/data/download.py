@@ -234,9 +234,11 @@ def fetch(dataset_id: str, *, progress: bool = True, allow_unverified: bool = Fa
         else:
             placed = sorted(p for p in raw.glob("*") if p.is_file() and not p.name.startswith(".")) \
                 if raw.is_dir() else []
-            if not placed:
+            extracted = [p for p in root.iterdir() if p.name != "raw" and not p.name.startswith(".")] \
+                if root.is_dir() else []
+            if not placed and not extracted:
                 raise DataAccessError(_manual_message(m))
-            archives = [(p, _archive_kind(p)) for p in placed]
+            archives = [(p, _archive_kind(p)) for p in placed]  # none: the user extracted the files by hand
         for path, kind in archives:
             safe_extract(path, root, kind)
         _write_marker(m, root)

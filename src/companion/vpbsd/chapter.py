@@ -104,9 +104,11 @@ def load_data(run: ChapterRun) -> Data:
 
 
 def load_vessap(run: ChapterRun) -> Data:
-    """VesSAP (on request; ``companion data fetch vessap`` once the files are in place): the annotated volumes and
-    ``n_unlabeled`` unlabeled ones, preprocessed as the paper says and cut to ``grid``-sized blocks from the
-    volume's corner (the paper's patches are 64^3; the volumes are 500 x 500 x 50, so ``grid`` must fit)."""
+    """VesSAP (on request; ``companion data fetch vessap`` once the files are in place): the annotated volumes (the
+    wheat germ agglutinin channel, as the paper) and ``n_unlabeled`` unlabeled patches, preprocessed as the paper
+    says and cut to one ``grid``-sized block from each volume's corner, zero-padded along an axis shorter than
+    ``grid`` (the annotated volumes have 50 slices; our choice, the paper does not say how its 64^3 patches meet
+    them).  The loader's layout is the manifest's (``data_manifests/vessap.yaml``), partly unverified."""
     from ..data.lightsheet import preprocess
     from ..data.loaders import iter_samples
 
@@ -116,14 +118,12 @@ def load_vessap(run: ChapterRun) -> Data:
     if len(lab) < run.cfg["folds"]:
         raise ValueError(f"VesSAP gave {len(lab)} labeled volumes; need at least folds={run.cfg['folds']}")
 
-    def block(a: np.ndarray) -> np.ndarray:
-        if any(s < g for s in a.shape):
-            raise ValueError(f"VesSAP volume of shape {a.shape} is smaller than grid={g} along some axis; set grid "
-                             f"to a multiple of 32 that fits")
+    def block(a: np.ndarray) -> np.ndarray:  # zero-padded where an axis is shorter than grid (50-slice axis)
+        a = np.pad(a, [(0, max(0, g - s)) for s in a.shape])
         return a[:g, :g, :g]
 
-    data = Data([block(preprocess(s.image)) for s in lab], [block(np.asarray(s.label) > 0) for s in lab],
-                [block(preprocess(s.image)) for s in unl], [str(s.case_id) for s in lab],
+    data = Data([block(preprocess(s.image)) for s in lab], [block(np.asarray(s.target) > 0) for s in lab],
+                [block(preprocess(s.image)) for s in unl], [str(s.case) for s in lab],
                 "VesSAP (Todorov et al. 2020, manifest vessap)", tuple(lab[0].spacing) if lab[0].spacing else None)
     run.results.add_source(data.name, "manifest", _checksum(data.images + data.labels), dataset="vessap",
                            n=len(lab), n_unlabeled=len(unl), block=g)
@@ -367,11 +367,16 @@ def _side_by_side(run: ChapterRun, table: str, summary: pd.DataFrame, rows: list
     return side, pd.DataFrame(show).set_index(["method", "source"])
 
 
+def teacher_text(run: ChapterRun, params: int) -> str:
+    """The teacher's size as every caption states it."""
+    return (f"teacher SwinUNETR feature size {run.cfg['teacher_features']} ({params / 1e6:.1f} M parameters; the "
+            f"paper's: 48, 63.98 M)")
+
+
 def _scale_note(run: ChapterRun, data: Data, cv: CV) -> str:
     cfg = run.cfg
     return (f"ours: {cfg['folds']}-fold cross-validation over {len(data.images)} labeled {cfg['grid']}³ volumes "
-            f"(+{len(data.unlabeled)} unlabeled), mean ± sd over folds; teacher SwinUNETR feature size "
-            f"{cfg['teacher_features']} ({cv.teacher_params / 1e6:.1f} M parameters; the paper's: 48, 63.98 M), "
+            f"(+{len(data.unlabeled)} unlabeled), mean ± sd over folds; {teacher_text(run, cv.teacher_params)}, "
             f"students trained {cfg['student_epochs']} epochs; HD95 and GWD in voxels, lower is better")
 
 
@@ -502,7 +507,8 @@ def figure_4(run: ChapterRun, data: Data, cv: CV, methods: tuple[str, ...] = ("L
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     run.results.figure("fig-4", fig, "Figure 4: middle slice of two test volumes; green true positives, blue "
                                      "missed vessel (false negatives), red over-segmentation (false positives); "
-                                     "each panel's DSC is over the whole volume", data=data.name)
+                                     f"each panel's DSC is over the whole volume; {teacher_text(run, cv.teacher_params)}",
+                       data=data.name)
     return fig
 
 
@@ -534,8 +540,9 @@ def figure_codebook(run: ChapterRun, data: Data, pretrained: TrainState, usage: 
                 f"{usage['used']} used", fontsize=9)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     run.results.figure("fig-codebook", fig, f"Codebook usage of the pretrained teacher (N = {n} codes of "
-                                            f"{run.cfg['student_channels'][-1]} dimensions): collapse would show as "
-                                            f"a perplexity near 1", data=data.name)
+                                            f"{run.cfg['student_channels'][-1]} dimensions; "
+                                            f"{teacher_text(run, count_parameters(pretrained.model))}): collapse "
+                                            f"would show as a perplexity near 1", data=data.name)
     return fig
 
 
@@ -553,7 +560,8 @@ def figure_training(run: ChapterRun, cv: CV, fold: int = 0):
     ax.legend(fontsize=6.5, ncol=2)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     run.results.figure("fig-training", fig, f"Supervised Dice loss of every student on its labeled item, fold "
-                                            f"{fold} (each method also has its own terms)")
+                                            f"{fold} (each method also has its own terms); distilling methods learn "
+                                            f"from the {teacher_text(run, cv.teacher_params)}")
     return fig
 
 
@@ -563,9 +571,9 @@ def guards(cv: CV, names: list[str]) -> list[str | None]:
     out: list[str | None] = []
     for n in names:
         out.append(degenerate_predictions([p for (m, _), p in cv.predictions.items() if m == n], n))
-        for (m, fold), h in cv.histories.items():
+        for (m, fold), h in cv.histories.items():  # the supervised Dice part: every method has it, unramped
             if m == n and len(h) >= 2:
-                out.append(stalled_loss([e["loss"] for e in h], f"{n} (fold {fold})"))
+                out.append(stalled_loss([e.get("seg", e["loss"]) for e in h], f"{n} (fold {fold})"))
     return out
 
 

@@ -1,11 +1,7 @@
 """Training of chapter 2: teacher pretraining and fine-tuning, the teacher's distillation targets, and one student
 loop for VpbSD, its ablations and every baseline of Table 1 -- plain PyTorch, the same under torchrun.
 
-Command line (the chapter's own functions under torchrun; checkpoints go to the usual cache, so the notebook then
-loads them)::
-
-    torchrun --nproc_per_node 4 -m companion.vpbsd.train --scale paper --device cuda
-    # one fold, some methods, other knobs: --fold 0 --methods "Light UNet,VpbSD" --set student_epochs=10
+Under torchrun: ``python -m companion.vpbsd`` (:mod:`companion.vpbsd.__main__`).
 
 Paper facts (Section 4.1.3)
     * Adam with an exponentially decaying learning rate; 64^3 patches, batch 2; teacher pretraining 80 epochs at
@@ -30,7 +26,11 @@ Our choices
       whole student training, as UA-MT's reference code ramps over its whole run.
     * Baseline weights are their published defaults (:mod:`.baselines`); the supervised term is the Dice loss of
       the baseline light UNet for every method (the papers' cross-entropy terms become Dice, so the supervised part
-      is identical across methods).
+      is identical across methods).  Two departures, both ours: AB's term (weight 1) acts through the whole run,
+      where RepDistiller uses it only in a 30-epoch initialisation stage before plain training; FitNets' connector
+      is a 1x1x1 convolution without RepDistiller's BatchNorm and ReLU (so it also serves as L_mid's DA).
+    * Every distillation term compares the student's bottleneck Z_stu (1/16 of the input) with the teacher's deepest
+      map (1/32), nearest-upsampled to the student's grid (:func:`.losses.match_codes`).
 """
 from __future__ import annotations
 
@@ -275,7 +275,7 @@ def student_epoch(method: Method, model: StudentWithExtras, optimizer: torch.opt
         if "ab" in method.terms:
             extra = extra + w["ab"]["beta"] * model.extras["ab"](z, tg["features"])
         if {"mt", "uamt"} & set(method.terms):
-            gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + t)
+            gen = torch.Generator(device=x.device).manual_seed(seed * 1_000_003 + t)
             with torch.no_grad():
                 ema_logits = ema(bl.noisy(x, generator=gen))[0]
             mask = None
@@ -310,69 +310,3 @@ def student_epoch(method: Method, model: StudentWithExtras, optimizer: torch.opt
         return mean_stats(stats)
 
     return run
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Pretrain the teacher, then (``--stage all``) fine-tune it and train the students fold by fold, with the
-    chapter's functions; each rank writes ``rank<r>.json`` (its models' weight digests) to ``--out``."""
-    import argparse
-    import json
-    from pathlib import Path
-
-    from ..chapter import start
-    from ..training import distributed, state_digest, world
-    from . import chapter as ch
-
-    ap = argparse.ArgumentParser(prog="python -m companion.vpbsd.train",
-                                 description="Train VpbSD's teacher and students; torchrun-ready.")
-    ap.add_argument("--scale", default="ci", choices=["ci", "laptop", "paper"])
-    ap.add_argument("--data", default="default", help="default, synthetic or vessap")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cpu", help="cpu or cuda (each rank uses cuda:LOCAL_RANK)")
-    ap.add_argument("--stage", default="all", choices=["pretrain", "all"])
-    ap.add_argument("--fold", type=int, default=None, help="train this fold only (default: every fold)")
-    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated names of METHODS")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a preset knob")
-    ap.add_argument("--out", required=True, help="folder for results and the per-rank JSON files")
-    args = ap.parse_args(argv)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        ap.error(f"unknown methods {bad}; valid: {', '.join(METHODS)}")
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            ap.error(f"--set {item!r}: the value must be JSON (e.g. 3, 0.01, [32, 64, 64])")
-
-    with distributed(args.device) as device:
-        run = start("vpbsd", scale=args.scale, data=args.data, device=device, seed=args.seed, output_dir=args.out,
-                    overrides=overrides)
-        ch.check(run)
-        data = ch.load_data(run)
-        pre = ch.pretrain_teacher(run, data)
-        digests = {"teacher-pretrain": state_digest(pre.model)}
-        if args.stage == "all":
-            for fold, (train_idx, _) in enumerate(ch.fold_splits(run, data)):
-                if args.fold is not None and fold != args.fold:
-                    continue
-                ft, key = ch.finetune_teacher(run, data, pre, fold, train_idx)
-                digests[f"teacher-finetune-fold{fold}"] = state_digest(ft.model)
-                targets = ch.LazyTargets(ft.model, [data.images[i] for i in train_idx] + data.unlabeled)
-                for name in methods:
-                    st = ch.train_student(run, data, METHODS[name], fold, train_idx, key, targets,
-                                          pre.model.bottleneck_channels)
-                    digests[f"{name} fold{fold}"] = state_digest(st.model)
-        rank, size = world()
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "world_size": size, "digests": digests,
-                                                          "pretrain_history": pre.history}, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
