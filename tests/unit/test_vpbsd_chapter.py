@@ -225,3 +225,12 @@ def test_vessap_volumes_load_padded_to_the_grid(tmp_path, monkeypatch):
     assert data.images[0].max() == pytest.approx(1.0) and not data.labels[0][8:].any()  # padding is background
     assert data.spacing == (1.625, 1.625, 3.0) and "VesSAP" in data.name
     assert run.results.sources[-1]["dataset"] == "vessap"
+
+
+def test_position_share_tells_position_codes_from_content_codes():
+    fixed = torch.tensor([[0, 1, 2, 3]] * 5)  # every volume picks the same code at each position
+    assert tr.position_share(fixed) == 1.0
+    varied = torch.tensor([[0, 1], [2, 3], [4, 5], [6, 7]])  # codes follow the volume
+    assert tr.position_share(varied) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="volumes >= 2"):
+        tr.position_share(torch.tensor([[0, 1]]))

@@ -537,7 +537,8 @@ def figure_codebook(run: ChapterRun, data: Data, pretrained: TrainState, usage: 
     b.set_xlabel("code rank")
     b.set_ylabel("share of selections (%)")
     b.set_title(f"(b) nearest codes on the labeled volumes: perplexity {usage['perplexity']:.1f}, "
-                f"{usage['used']} used", fontsize=9)
+                f"{usage['used']} used;\n{100 * usage['position_share']:.0f} % pick their position's usual code",
+                fontsize=9)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     run.results.figure("fig-codebook", fig, f"Codebook usage of the pretrained teacher (N = {n} codes of "
                                             f"{run.cfg['student_channels'][-1]} dimensions; "
@@ -628,4 +629,7 @@ def record_claims(run: ChapterRun, cv: CV, cost: pd.DataFrame, usage: dict[str, 
     r.record("codebook-in-use", reproduced={"perplexity": usage["perplexity"], "codes used": usage["used"],
                                             "codebook size": int(len(usage["counts"]))},
              verdict=threshold_verdict(usage["perplexity"], ">=", 2, what="perplexity of the nearest codes"))
+    r.record("codes-follow-content", reproduced={"position share": usage["position_share"]},
+             verdict=threshold_verdict(usage["position_share"], "<", 0.9,
+                                       what="share of positions that pick their position's usual code"))
     return r.scoreboard()

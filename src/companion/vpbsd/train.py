@@ -192,10 +192,21 @@ def teacher_targets(teacher: VpbTeacher, images: list[np.ndarray], device: str) 
 
 @torch.no_grad()
 def teacher_usage(teacher: VpbTeacher, images: list[np.ndarray], device: str) -> dict[str, Any]:
-    """Codebook usage of the eval-mode teacher (nearest codes) over ``images``: :func:`.codebook.code_usage`."""
+    """Codebook usage of the eval-mode teacher (nearest codes) over ``images``: :func:`.codebook.code_usage` plus
+    :func:`position_share`."""
     teacher.eval()
-    idx = [teacher(_tensor([img], device)).codebook.indices.reshape(-1).cpu() for img in images]
-    return code_usage(torch.cat(idx), teacher.codebook.n_codes)
+    idx = torch.stack([teacher(_tensor([img], device)).codebook.indices.reshape(-1).cpu() for img in images])
+    return {**code_usage(idx, teacher.codebook.n_codes), "position_share": position_share(idx)}
+
+
+def position_share(indices: torch.Tensor) -> float:
+    """Share of (volume, position) pairs whose code is the code most often chosen at that position across the
+    volumes; ``indices`` is (volumes, positions).  1 means the code is fixed by the position alone (it says where,
+    not what); with codes that follow the content it falls towards 1 / volumes."""
+    if indices.ndim != 2 or indices.shape[0] < 2:
+        raise ValueError(f"need (volumes >= 2, positions) code indices, got shape {tuple(indices.shape)}")
+    modal = torch.mode(indices, dim=0).values
+    return float((indices == modal[None]).float().mean())
 
 
 # ----------------------------------------------------------------------------------------------- students
