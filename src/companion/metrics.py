@@ -381,9 +381,13 @@ def _skeleton_measure(mask: np.ndarray, box: tuple[slice, ...], max_points: int)
     n = len(pts)
     if n <= max_points:
         return pts.astype(np.float64), np.full(n, 1.0 / n)
-    s = 2
+    # no side below (n / max_points)^(1/3) can work (each cube holds at most s^3 voxels), so the search starts
+    # there; cubes are keyed by their flat index, which sorts like their coordinate rows
+    s = max(2, int(np.floor((n / max_points) ** (1.0 / 3.0))))
     while True:
-        _, inv, counts = np.unique(pts // s, axis=0, return_inverse=True, return_counts=True)
+        cells = pts // s
+        keys = np.ravel_multi_index(tuple(cells.T), tuple(int(c) + 1 for c in cells.max(axis=0)))
+        _, inv, counts = np.unique(keys, return_inverse=True, return_counts=True)
         if len(counts) <= max_points:
             break
         s += 1
