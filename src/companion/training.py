@@ -72,10 +72,10 @@ def mean_stats(stats: list[dict[str, float]]) -> dict[str, float]:
 
 
 def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, n_items: int, batch_size: int, seed: int,
-           epoch: int, loss_of: Callable) -> dict[str, float]:
-    """One epoch: for each of this rank's batches, ``loss_of(indices, rng) -> (loss, stats)``, backward, step.
-    Seeded per epoch (model noise from torch's generator, data sampling from ``rng``), so a resumed or repeated
-    run takes the same steps."""
+           epoch: int, loss_of: Callable, after_step: Callable[[], None] | None = None) -> dict[str, float]:
+    """One epoch: for each of this rank's batches, ``loss_of(indices, rng) -> (loss, stats)``, backward, step, then
+    ``after_step()`` if given (e.g. Mean Teacher's EMA update).  Seeded per epoch (model noise from torch's
+    generator, data sampling from ``rng``), so a resumed or repeated run takes the same steps."""
     model.train()
     torch.manual_seed(seed * 100_003 + epoch)
     rng = np.random.default_rng([seed, epoch, 7])
@@ -85,6 +85,8 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, n_items:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if after_step is not None:
+            after_step()
         stats.append(info)
     return mean_stats(stats)
 

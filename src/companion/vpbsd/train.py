@@ -41,7 +41,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..training import epoch_batches, mean_stats, run_epoch, wrap_distributed
+from ..training import epoch_batches, run_epoch, wrap_distributed
 from . import baselines as bl
 from .codebook import code_usage
 from .losses import GAMMA, beta_at, finetune_loss, pretrain_loss, sigmoid_rampup, student_loss
@@ -302,22 +302,12 @@ def student_epoch(method: Method, model: StudentWithExtras, optimizer: torch.opt
         return loss, {"loss": float(loss.detach()), "seg": info["seg"], "extra": float(extra.detach()),
                       "beta": beta}
 
+    def ema_step() -> None:  # Mean Teacher's order: the student steps, then its EMA copy follows
+        bl.ema_update(ema, model.student, bl.UAMT_EMA_DECAY, step["n"] - 1)
+
     def run(epoch: int) -> dict[str, float]:
-        """Plain loop (not :func:`companion.training.run_epoch`): Mean Teacher's EMA update follows each step."""
         step["n"] = epoch * per_epoch
         set_lr(optimizer, cfg["student_lr"], cfg["lr_decay"], epoch, epochs)
-        ddp.train()
-        torch.manual_seed(seed * 100_003 + epoch)
-        rng = np.random.default_rng([seed, epoch, 7])
-        stats = []
-        for idx in epoch_batches(n_lab, 1, epoch, seed):
-            loss, info = loss_of(idx, rng)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if ema is not None:
-                bl.ema_update(ema, model.student, bl.UAMT_EMA_DECAY, step["n"] - 1)
-            stats.append(info)
-        return mean_stats(stats)
+        return run_epoch(ddp, optimizer, n_lab, 1, seed, epoch, loss_of, ema_step if ema is not None else None)
 
     return run
