@@ -18,6 +18,8 @@ Our choices
   by k-means++ (squared Poincaré distance as the weight).
 - An empty cluster keeps its previous centroid.  Iteration stops early when
   no label changes.
+- ``n_init`` seeded restarts (as scikit-learn's k-means does); the run with
+  the smallest sum of squared Poincaré distances to the centroids wins.
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ def _init_pp(points: torch.Tensor, k: int, manifold: PoincareBall, gen: torch.Ge
 
 @torch.no_grad()
 def fit(points: torch.Tensor, k: int, seed: int = 0, iters: int = 50, manifold: PoincareBall | None = None,
-        mean_steps: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+        mean_steps: int = 20, n_init: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster ``points (n, d)`` (inside the ball) into ``k`` groups; returns ``(centroids (k, d), labels (n,))``."""
     manifold = PoincareBall(c=1.0) if manifold is None else manifold
     if not isinstance(manifold, PoincareBall):
@@ -63,13 +65,23 @@ def fit(points: torch.Tensor, k: int, seed: int = 0, iters: int = 50, manifold: 
         raise ValueError("points must be a non-empty (n, d) tensor")
     if not 1 <= k <= points.shape[0]:
         raise ValueError(f"k must be between 1 and the number of points ({points.shape[0]}), got {k}")
-    if iters < 1:
-        raise ValueError("iters must be at least 1")
+    if iters < 1 or n_init < 1:
+        raise ValueError("iters and n_init must be at least 1")
     radius = float(manifold.c) ** -0.5
     if bool(torch.any(points.norm(dim=-1) >= radius)):
         raise ValueError(f"points must lie inside the ball (norm < {radius})")
     gen = torch.Generator().manual_seed(seed)
-    centroids = _init_pp(points, k, manifold, gen)
+    best = None
+    for _ in range(n_init):
+        centroids, labels = _lloyd(points, _init_pp(points, k, manifold, gen), manifold, iters, mean_steps)
+        cost = float((manifold.dist(points, centroids[labels]) ** 2).sum())
+        if best is None or cost < best[0]:
+            best = (cost, centroids, labels)
+    return best[1], best[2]
+
+
+def _lloyd(points, centroids, manifold, iters, mean_steps):
+    k = centroids.shape[0]
     labels = None
     for _ in range(iters):
         d = manifold.dist(points.unsqueeze(1), centroids.unsqueeze(0))  # (n, k)
