@@ -224,7 +224,7 @@ def voxel_accuracy(pred: Any, ref: Any) -> float:
 # ---------------------------------------------------------------------------
 
 
-def _hd95(p: np.ndarray, r: np.ndarray, spacing: tuple[float, ...] | None) -> float:
+def _hd95(p: np.ndarray, r: np.ndarray, spacing: tuple[float, ...] | None, percentile: float | None = 95) -> float:
     p_any = bool(p.any())
     r_any = bool(r.any())
     if not p_any and not r_any:
@@ -250,7 +250,7 @@ def _hd95(p: np.ndarray, r: np.ndarray, spacing: tuple[float, ...] | None) -> fl
             yr,
             include_background=True,  # single foreground channel: keep it
             distance_metric="euclidean",
-            percentile=95,
+            percentile=percentile,
             directed=False,
             spacing=None if spacing is None else list(spacing),
         )
@@ -288,6 +288,13 @@ def hd95(pred: Any, ref: Any, spacing: Any = None) -> float:
     p, r = _binary_pair(pred, ref)
     sp = _spacing_tuple(spacing, p.ndim)
     return _hd95(p, r, sp)
+
+
+def hausdorff(pred: Any, ref: Any, spacing: Any = None) -> float:
+    """The (maximum) symmetric Hausdorff distance, via MONAI, with the surfaces and conventions of :func:`hd95`
+    (``percentile=None`` in ``compute_hausdorff_distance``)."""
+    p, r = _binary_pair(pred, ref)
+    return _hd95(p, r, _spacing_tuple(spacing, p.ndim), percentile=None)
 
 
 # ---------------------------------------------------------------------------

@@ -64,6 +64,15 @@ CHAPTER_DATA: dict[str, dict] = {
         # VesSAP (on request) replaces the stand-in when its files are in place: `companion data fetch vessap`
         "manifests": True,
     },
+    "hyperbolic": {
+        # Tables 1-2 always use the generated hierarchical volumes (the paper's own generator is not public); `data`
+        # picks the brain volumes of Tables 3-4: the MNI152 stand-in, MSD Task01 (open) or BraTS 2019 (registration)
+        "standins": {"synthetic": "offline stand-ins: generated cryo-ET-like volumes with three nested levels, and "
+                                  "the MNI152 template (nilearn) with synthetic FLAIR-like lesions "
+                                  "(companion.hyperbolic.data)"},
+        "default": {"ci": "synthetic", "laptop": "synthetic", "paper": "brats2019"},
+        "manifests": True,
+    },
 }
 
 
@@ -164,6 +173,37 @@ CHAPTER_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "student_epochs": 300, "student_lr": 1e-2, "lr_decay": 0.1, "beta_max": 1.0,
                   "bench_feature_sizes": [12, 24, 48], "bench_unetr": True, "bench_repeats": 100,
                   "smd_points": 500, "figure_volume": 0},
+    },
+    # Hyperbolic 3D VAE (Hsu, Gu et al. 2021).  Paper facts: m = 10 patches, encoder widths 16/32/64/128 (kernel 5),
+    # latent dimension 2, beta = 1e3, margin 0.2, Adam, 5³ inference patches at every voxel, 50³ volumes 80/20/20,
+    # BraTS at 200×200×155.  Not in the paper (ours): the anchor size ranges, l_min, r_gap, the learning rate, the
+    # number of steps, the inference stride below paper scale, the k-means subsample and the 2 % label fraction's
+    # use for the U-Net on the brain volumes.  Below paper scale the brain volumes are 48³ (paper: 200×200×155).
+    "hyperbolic": {
+        "ci": {"size": 32, "n_train": 6, "n_test": 2, "irregular": False, "brain_size": 32, "brain_train": 3,
+               "brain_test": 2, "channels": [8, 16, 32, 64], "latent_dim": 2, "patch": 10, "infer_patch": 5,
+               "stride": 2, "fit_points": 1000, "epochs": 2, "anchors_per_epoch": 64, "batch": 16, "lr": 1e-3,
+               "beta": 1e3, "margin": 0.2, "pseudo_classes": 8, "label_fraction": 0.02, "iic_channels": 16,
+               "unet_channels": [8, 16, 32],
+               "sampler": {"r_min": 8, "r_max": 14, "log_uniform": False, "l_min": 5, "r_gap": 3},
+               "brain_sampler": {"r_min": 8, "r_max": 14, "log_uniform": True, "l_min": 5, "r_gap": 3},
+               "figure_volume": 0},
+        "laptop": {"size": 50, "n_train": 40, "n_test": 10, "irregular": False, "brain_size": 48, "brain_train": 12,
+                   "brain_test": 10, "channels": [16, 32, 64, 128], "latent_dim": 2, "patch": 10, "infer_patch": 5,
+                   "stride": 2, "fit_points": 3000, "epochs": 8, "anchors_per_epoch": 1024, "batch": 32,
+                   "lr": 1e-3, "beta": 1e3, "margin": 0.2, "pseudo_classes": 8, "label_fraction": 0.02,
+                   "iic_channels": 32, "unet_channels": [8, 16, 32],
+                   "sampler": {"r_min": 8, "r_max": 24, "log_uniform": False, "l_min": 5, "r_gap": 3},
+                   "brain_sampler": {"r_min": 8, "r_max": 24, "log_uniform": True, "l_min": 5, "r_gap": 3},
+                   "figure_volume": 0},
+        "paper": {"size": 50, "n_train": 80, "n_test": 20, "irregular": False, "brain_size": 128, "brain_train": 180,
+                  "brain_test": 40, "channels": [16, 32, 64, 128], "latent_dim": 2, "patch": 10, "infer_patch": 5,
+                  "stride": 1, "fit_points": 20000, "epochs": 100, "anchors_per_epoch": 8192, "batch": 64,
+                  "lr": 1e-3, "beta": 1e3, "margin": 0.2, "pseudo_classes": 8, "label_fraction": 0.02,
+                  "iic_channels": 64, "unet_channels": [16, 32, 64],
+                  "sampler": {"r_min": 8, "r_max": 24, "log_uniform": False, "l_min": 5, "r_gap": 3},
+                  "brain_sampler": {"r_min": 8, "r_max": 64, "log_uniform": True, "l_min": 5, "r_gap": 3},
+                  "figure_volume": 0},
     },
 }
 

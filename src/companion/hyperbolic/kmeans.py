@@ -81,6 +81,7 @@ def fit(points: torch.Tensor, k: int, seed: int = 0, iters: int = 50, manifold: 
 
 
 def _lloyd(points, centroids, manifold, iters, mean_steps):
+    """Lloyd's iterations; the Karcher steps of all clusters run together (one logmap per step)."""
     k = centroids.shape[0]
     labels = None
     for _ in range(iters):
@@ -89,8 +90,11 @@ def _lloyd(points, centroids, manifold, iters, mean_steps):
         if labels is not None and torch.equal(new, labels):
             break
         labels = new
-        for j in range(k):
-            members = points[labels == j]
-            if members.shape[0] > 0:
-                centroids[j] = frechet_mean(members, manifold, init=centroids[j], steps=mean_steps)
+        counts = torch.bincount(labels, minlength=k).to(points.dtype)
+        occupied = counts > 0
+        for _ in range(mean_steps):
+            v = manifold.logmap(centroids[labels], points)  # (n, d) tangent vectors at each point's centroid
+            step = torch.zeros_like(centroids).index_add_(0, labels, v) / counts.clamp_min(1)[:, None]
+            moved = manifold.projx(manifold.expmap(centroids, step))
+            centroids = torch.where(occupied[:, None], moved, centroids)  # an empty cluster keeps its centroid
     return centroids, labels
