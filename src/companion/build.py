@@ -33,6 +33,7 @@ CHAPTERS: dict[str, str] = {
     "vaesselsparse": "notebooks/01_vaesselsparse.ipynb",
     "vaesselsparse_latent": "notebooks/01b_vaesselsparse_latent.ipynb",
     "vpbsd": "notebooks/02_vpbsd.ipynb",
+    "hyperbolic": "notebooks/03_hyperbolic.ipynb",
 }
 
 ACCESS_TEXT = {"open": "open download", "registration": "registration", "request": "on request",

@@ -112,7 +112,7 @@ def test_gyroplane_conv_sums_over_the_window(shared):
                         j += 1
                         q = (r + i0, s + i1, t + i2)
                         if all(0 <= q[n] < x.shape[2 + n] for n in range(3)):
-                            tot += float(gyroplane(x[0, :, q[0], q[1], q[2]], p[o, jj], a[o, jj], layer.manifold))
+                            tot += float(gyroplane(x[0, :, q[0], q[1], q[2]], p[o, jj], a[o, jj], layer.manifold).detach())
             assert abs(float(y[0, o, r, s, t]) - tot) < 1e-9
 
 

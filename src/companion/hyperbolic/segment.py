@@ -46,7 +46,7 @@ def cluster(points: torch.Tensor, k: int, geometry: str, seed: int = 0, fit_poin
     fit = points[fit_idx]
     if geometry == "hyperbolic":
         ball = PoincareBall(c=1.0)
-        centroids, _ = hkm.fit(fit, k, seed=seed, manifold=ball, iters=30, mean_steps=10)
+        centroids, _ = hkm.fit(fit, k, seed=seed, manifold=ball, iters=30, mean_steps=5)
         return ball.dist(points.unsqueeze(1), centroids.unsqueeze(0)).argmin(1).numpy()
     if geometry != "euclidean":
         raise ValueError(f"geometry must be 'hyperbolic' or 'euclidean', got {geometry!r}")

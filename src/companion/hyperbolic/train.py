@@ -115,7 +115,7 @@ def _vae_loss(model: nn.Module, vols: torch.Tensor, sampler: TripletSampler, met
         anchors = read_boxes(vols, b["index"], b["anchor_lo"], b["anchor_size"], m)
         out = model(anchors)
         elbo = (out["rec"] + out["kl"]).mean()
-        stats = {"rec": float(out["rec"].mean()), "kl": float(out["kl"].mean())}
+        stats = {"rec": float(out["rec"].detach().mean()), "kl": float(out["kl"].detach().mean())}
         loss = elbo
         if method.triplet:
             pos = read_boxes(vols, b["index"], b["pos_lo"], b["child_size"], m)
@@ -124,8 +124,8 @@ def _vae_loss(model: nn.Module, vols: torch.Tensor, sampler: TripletSampler, met
             mu_neg, _ = inner.encode(neg)
             trip = triplet_loss(inner, out["mu"], mu_pos, mu_neg, tcfg.margin).mean()
             loss = loss + tcfg.beta * trip
-            stats["triplet"] = float(trip)
-        stats["loss"] = float(loss)
+            stats["triplet"] = float(trip.detach())
+        stats["loss"] = float(loss.detach())
         return loss, stats
 
     return loss_of
@@ -158,7 +158,7 @@ def epoch_fn(method: Method, model: nn.Module, opt: torch.optim.Optimizer, volum
 
         def loss_of(ix: list[int], _rng):
             loss = F.cross_entropy(net(patches[ix]), pseudo[ix])
-            return loss, {"loss": float(loss)}
+            return loss, {"loss": float(loss.detach())}
 
         return run_epoch(net, opt, tcfg.anchors_per_epoch, tcfg.batch, seed, e, loss_of)
 
