@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from companion.results.verdict import (MIN_CASES, all_of, bootstrap_ci, degenerate_predictions, paired_verdict,
-                                       property_verdict, stalled_loss, threshold_verdict)
+from companion.results.verdict import (MIN_CASES, all_of, bootstrap_ci, degenerate_predictions, no_better_than,
+                                       paired_verdict, property_verdict, stalled_loss, threshold_verdict)
 
 RNG = np.random.default_rng(42)
 BASE = RNG.normal(70, 8, 24)  # per-case scores of method B (e.g. Dice in %, 24 test volumes)
@@ -108,3 +108,14 @@ def test_all_of():
     v = all_of([ok, bad])
     assert v.holds is False and v.reason == "y = -1, not > 0" and " and " in v.evidence["test"]
     assert all_of([ok, threshold_verdict(None, ">", 0, what="z")]).holds is None
+
+
+def test_no_better_than_a_trivial_prediction_guard():
+    floor = [0.08, 0.07, 0.09]
+    assert "no better than the whole brain" in no_better_than([0.01, 0.02, 0.0], floor, "method A", "the whole brain")
+    assert no_better_than([0.6, 0.7, 0.65], floor, "method A", "the whole brain") is None
+    assert no_better_than([30.0, 31.0], [20.0, 21.0], "A", "trivial", better="lower") is not None  # distances
+    assert no_better_than([10.0, 11.0], [20.0, 21.0], "A", "trivial", better="lower") is None
+    v = paired_verdict([0.011, 0.012, 0.010, 0.013, 0.011], [0.005, 0.006, 0.004, 0.005, 0.006], better="higher",
+                       guards=[no_better_than([0.011] * 5, [0.08] * 5, "A", "the whole brain")])
+    assert v.holds is None and v.reason.startswith("degenerate:")  # an interval clear of 0 between two failures

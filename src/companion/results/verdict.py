@@ -187,6 +187,24 @@ def stalled_loss(values: Sequence[float], name: str, *, min_drop: float = 0.05) 
     return None
 
 
+def no_better_than(values: Sequence[float], floor: Sequence[float], name: str, floor_name: str, *,
+                   better: str = "higher") -> str | None:
+    """A finding when ``name``'s mean score is not better than that of a trivial prediction on the same cases (e.g.
+    "the whole brain marked as tumour"): the method has not found the structure, and a comparison between two such
+    methods is a contest between failures, not a win."""
+    if better not in BETTER:
+        raise ValueError(f"better must be one of {BETTER}, got {better!r}")
+    v, f = np.asarray(list(values), float), np.asarray(list(floor), float)
+    if v.shape != f.shape:
+        raise ValueError(f"values and floor need the same cases, got {v.shape} and {f.shape}")
+    keep = np.isfinite(v) & np.isfinite(f)
+    if not keep.any():
+        return None
+    mv, mf = float(v[keep].mean()), float(f[keep].mean())
+    if (mv <= mf) if better == "higher" else (mv >= mf):
+        return f"{name} is no better than {floor_name} (mean {_num(mv)} against {_num(mf)})"
+    return None
+
 
 def all_of(verdicts: Sequence[Verdict]) -> Verdict:
     """One verdict from several rules that must all hold: false if any is false, undecided if any is undecided."""
