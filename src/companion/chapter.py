@@ -119,3 +119,35 @@ def start(chapter: str, *, scale: str = "laptop", data: str = "default", device:
               "config": cfg}
     results = Results(chapter, scale, root=output_dir, seed=seed, data_label=label, params=params)
     return ChapterRun(chapter, scale, data_id, dev, seed, cfg, results)
+
+
+def training_arguments(ap: Any, methods: Mapping[str, Any]) -> None:
+    """The options every chapter's ``python -m companion.<chapter>`` training entry point shares (torchrun-ready):
+    ``--scale --data --seed --device --methods --set --out``; read them back with :func:`parse_training_arguments`."""
+    ap.add_argument("--scale", default="ci", choices=["ci", "laptop", "paper"])
+    ap.add_argument("--data", default="default", help="default, or one of the chapter's data choices")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (each rank uses cuda:LOCAL_RANK)")
+    ap.add_argument("--methods", default=",".join(methods), help="comma-separated names of the chapter's METHODS")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a preset knob")
+    ap.add_argument("--out", required=True, help="folder for results and the per-rank JSON files")
+
+
+def parse_training_arguments(ap: Any, methods: Mapping[str, Any], argv: list[str] | None = None
+                             ) -> tuple[Any, list[str], dict[str, Any]]:
+    """``(args, method names, overrides)``; unknown methods and values that are not JSON end in ``ap.error``."""
+    import json
+
+    args = ap.parse_args(argv)
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in names if m not in methods]
+    if bad:
+        ap.error(f"unknown methods {bad}; valid: {', '.join(methods)}")
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            ap.error(f"--set {item!r}: the value must be JSON (e.g. 3, 0.01, [32, 64, 64])")
+    return args, names, overrides

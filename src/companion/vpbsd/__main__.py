@@ -14,34 +14,17 @@ def main(argv: list[str] | None = None) -> int:
     import json
     from pathlib import Path
 
-    from ..chapter import start
+    from ..chapter import parse_training_arguments, start, training_arguments
     from ..training import distributed, state_digest, world
     from . import chapter as ch
     from .train import METHODS
 
     ap = argparse.ArgumentParser(prog="python -m companion.vpbsd",
                                  description="Train VpbSD's teacher and students; torchrun-ready.")
-    ap.add_argument("--scale", default="ci", choices=["ci", "laptop", "paper"])
-    ap.add_argument("--data", default="default", help="default, synthetic or vessap")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cpu", help="cpu or cuda (each rank uses cuda:LOCAL_RANK)")
+    training_arguments(ap, METHODS)
     ap.add_argument("--stage", default="all", choices=["pretrain", "all"])
     ap.add_argument("--fold", type=int, default=None, help="train this fold only (default: every fold)")
-    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated names of METHODS")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a preset knob")
-    ap.add_argument("--out", required=True, help="folder for results and the per-rank JSON files")
-    args = ap.parse_args(argv)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        ap.error(f"unknown methods {bad}; valid: {', '.join(METHODS)}")
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            ap.error(f"--set {item!r}: the value must be JSON (e.g. 3, 0.01, [32, 64, 64])")
+    args, methods, overrides = parse_training_arguments(ap, METHODS, argv)
 
     with distributed(args.device) as device:
         run = start("vpbsd", scale=args.scale, data=args.data, device=device, seed=args.seed, output_dir=args.out,
