@@ -130,7 +130,7 @@ def test_training_runs_and_repeats(name):
     assert all(np.isfinite(h["loss"]) for h in h1)
     assert ("triplet" in h1[0]) == tr.METHODS[name].triplet
     mu = tr.encoder_of(m1)(torch.rand(5, 1, 10, 10, 10))
-    assert mu.shape == (5, 2)
+    assert mu.shape == ((5, SMALL[-1]) if name == tr.MORIYA.name else (5, 2))
 
 
 def test_segment_volume_gives_a_map_per_k():
@@ -140,3 +140,18 @@ def test_segment_volume_gives_a_map_per_k():
                                  fit_points=100)
     assert set(maps) == {2, 3} and maps[3].shape == vol.shape and mu.shape == (6 ** 3, 2)
     assert set(np.unique(maps[3])) <= {0, 1, 2}
+
+
+def test_kmeans_on_fewer_distinct_points_than_clusters():
+    """Patches of an empty background encode to one point: k-means must still return (with empty clusters)."""
+    pts = torch.zeros(50, 2, dtype=torch.float64)
+    pts[:10] = 0.3
+    for geometry in ("hyperbolic", "euclidean"):
+        lab = sg.cluster(pts, 4, geometry, seed=0)
+        assert len(np.unique(lab)) == 2 and (lab[:10] == lab[0]).all() and (lab[10:] == lab[10]).all()
+
+
+def test_moriya_clusters_deep_features():
+    model, hist = _tiny_run(tr.MORIYA.name)
+    feats = tr.encoder_of(model)(torch.rand(4, 1, 10, 10, 10))
+    assert feats.shape == (4, SMALL[-1])  # the last convolution's channels, not the 2-d bottleneck

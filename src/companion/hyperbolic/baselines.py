@@ -325,7 +325,7 @@ def _augment(x: torch.Tensor, y: torch.Tensor, m: torch.Tensor, gen: torch.Gener
     return torch.stack(xs), torch.stack(ys), torch.stack(ms)
 
 
-def _unet(n_classes: int, channels: Sequence[int]) -> nn.Module:
+def build_unet(n_classes: int, channels: Sequence[int]) -> nn.Module:
     from monai.networks.nets import UNet
 
     channels = tuple(int(c) for c in channels)
@@ -358,7 +358,7 @@ def train_sparse_unet(volumes: list[np.ndarray], labels: list[np.ndarray], n_cla
                                              for i, v in enumerate(vols)])))
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = _unet(n_classes, channels)
+    model = build_unet(n_classes, channels)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
     model.train()

@@ -14,8 +14,10 @@ Our choices
   ``m <- exp_m(mean_i log_m(x_i))`` (the classical Karcher fixed-point step,
   Karcher 1977), ``mean_steps`` times, starting from the previous centroid,
   and project with ``projx`` so centroids stay strictly inside the ball.
-- Initialisation: k distinct points drawn with a seeded ``torch.Generator``
-  by k-means++ (squared Poincaré distance as the weight).
+- Initialisation: k points drawn with a seeded ``torch.Generator`` by
+  k-means++ (squared Poincaré distance as the weight); when fewer than k
+  distinct points exist (e.g. patches of an empty background), the extra
+  centroids duplicate a point and their clusters stay empty.
 - An empty cluster keeps its previous centroid.  Iteration stops early when
   no label changes.
 - ``n_init`` seeded restarts (as scikit-learn's k-means does); the run with
@@ -45,8 +47,8 @@ def _init_pp(points: torch.Tensor, k: int, manifold: PoincareBall, gen: torch.Ge
     d2 = manifold.dist(points, points[idx[0]]) ** 2
     for _ in range(1, k):
         w = d2.clamp_min(0)
-        if float(w.sum()) <= 0:
-            raise ValueError("fewer distinct points than clusters")
+        if float(w.sum()) <= 0:  # fewer distinct points than clusters: a duplicate centroid, whose cluster stays empty
+            w = torch.ones_like(w)
         nxt = int(torch.multinomial(w.double(), 1, generator=gen))
         idx.append(nxt)
         d2 = torch.minimum(d2, manifold.dist(points, points[nxt]) ** 2)

@@ -17,6 +17,7 @@ Our choices
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -51,8 +52,11 @@ def cluster(points: torch.Tensor, k: int, geometry: str, seed: int = 0, fit_poin
     if geometry != "euclidean":
         raise ValueError(f"geometry must be 'hyperbolic' or 'euclidean', got {geometry!r}")
     from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
 
-    km = KMeans(k, n_init=4, random_state=seed).fit(fit.numpy())
+    with warnings.catch_warnings():  # fewer distinct points than k (an empty background): empty clusters are fine
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        km = KMeans(k, n_init=4, random_state=seed).fit(fit.numpy())
     return km.predict(points.numpy())
 
 

@@ -17,14 +17,17 @@ Our choices
   encoder means of (anchor, positive, negative).
 - The plain autoencoder of Nalepa et al. is :class:`~.model.PatchVAE` with ``kind="ae"`` (same encoder and decoder,
   no sampling, no KL term, no triplet).
-- Moriya et al.: each epoch encodes its anchor patches with the current encoder, clusters their means into
-  ``pseudo_classes`` groups with scikit-learn's k-means, and then trains the encoder and a fresh linear head on
-  those pseudo-labels with cross-entropy (one pass over the epoch's patches).
+- Moriya et al.: each epoch encodes its anchor patches with the current encoder, clusters their deep features (the
+  last convolution's output, 128 channels at the paper's widths; the method clusters deep features, and a 2-d
+  bottleneck with a linear head collapsed to one cluster in our first laptop run) into ``pseudo_classes`` groups
+  with scikit-learn's k-means, and then trains the encoder and a fresh linear head on those pseudo-labels with
+  cross-entropy (one pass over the epoch's patches).  Segmentation clusters the same deep features.
 - Under ``torchrun`` each rank trains on its share of the anchors and DDP averages the gradients
   (:mod:`companion.training`).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -87,18 +90,19 @@ def model_config(method: Method, channels: tuple[int, ...], latent_dim: int, pat
 
 
 class MoriyaNet(nn.Module):
-    """The shared encoder plus a linear head over pseudo-classes (re-initialised every round)."""
+    """The shared convolutional encoder; its deep features (the last convolution's channels, 128 at the paper's
+    widths) are what is clustered, and a linear head over pseudo-classes (re-initialised every round) trains it."""
 
     def __init__(self, cfg: ModelConfig, pseudo_classes: int):
         super().__init__()
         self.encoder = Encoder(cfg.channels, cfg.latent_dim)
-        self.head = nn.Linear(cfg.latent_dim, pseudo_classes)
+        self.head = nn.Linear(cfg.channels[-1], pseudo_classes)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder(x)
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.encoder.features(x).flatten(1), None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x)[0])
+        return self.head(self.encode(x)[0])
 
 
 def build(method: Method, mcfg: ModelConfig, tcfg: TrainConfig) -> nn.Module:
@@ -143,6 +147,7 @@ def epoch_fn(method: Method, model: nn.Module, opt: torch.optim.Optimizer, volum
 
     def moriya_epoch(e: int) -> dict[str, float]:
         from sklearn.cluster import KMeans
+        from sklearn.exceptions import ConvergenceWarning
 
         rng = np.random.default_rng([seed, e, 11])
         idx = np.arange(tcfg.anchors_per_epoch) % vols.shape[0]
@@ -151,7 +156,9 @@ def epoch_fn(method: Method, model: nn.Module, opt: torch.optim.Optimizer, volum
             patches = read_boxes(vols, b["index"], b["anchor_lo"], b["anchor_size"], patch)
             model.eval()
             feats = model.encode(patches)[0].cpu().numpy()
-        pseudo = KMeans(tcfg.pseudo_classes, n_init=2, random_state=seed + e).fit_predict(feats)
+        with warnings.catch_warnings():  # identical features (e.g. empty background patches): fewer clusters is fine
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            pseudo = KMeans(tcfg.pseudo_classes, n_init=2, random_state=seed + e).fit_predict(feats)
         pseudo = torch.as_tensor(pseudo, dtype=torch.long, device=device)
         torch.manual_seed(seed * 7 + e)
         model.head.reset_parameters()
@@ -177,4 +184,7 @@ def encoder_of(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def describe(method: Method) -> dict[str, Any]:
-    return {"latent": method.geometry, "gyroconv": method.gyroconv, "triplet": method.triplet, "kind": method.kind}
+    out = {"latent": method.geometry, "gyroconv": method.gyroconv, "triplet": method.triplet, "kind": method.kind}
+    if method.kind == "moriya":
+        out["clustered"] = "deep features"
+    return out
