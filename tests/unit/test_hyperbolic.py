@@ -194,10 +194,13 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError):
         kmeans.fit(torch.tensor([[1.5, 0.0], [0.0, 0.0]]), 1)
     with pytest.raises(ValueError):
-        kmeans.fit(torch.zeros(3, 2, dtype=D64), 2)
-    with pytest.raises(ValueError):
         kmeans.frechet_mean(torch.zeros(0, 2), m)
     with pytest.raises(ValueError):
         matching.hungarian_match(np.zeros(3), np.zeros(4))
     with pytest.raises(ValueError):
         matching.hungarian_match(np.zeros(0), np.zeros(0))
+
+
+def test_kmeans_with_fewer_distinct_points_than_clusters_keeps_empty_clusters():
+    centroids, labels = kmeans.fit(torch.zeros(3, 2, dtype=D64), 2)
+    assert centroids.shape == (2, 2) and len(torch.unique(labels)) == 1

@@ -36,17 +36,17 @@ def test_real_brain_data_not_on_disk_is_refused_with_what_to_do(tmp_path, monkey
 
 
 def test_torchrun_two_ranks_train_identical_models(tmp_path):
-    """The full model and Moriya et al.'s baseline under torchrun with 2 CPU ranks: identical weights on both ranks,
-    and rank 0 alone wrote the checkpoints."""
+    """The full model and the two patch baselines (whose unused heads DDP must be told about) under torchrun with 2
+    CPU ranks: identical weights on both ranks, and rank 0 alone wrote the checkpoints."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COMPANION_CHECKPOINTS": str(tmp_path / "ck"), "TQDM_DISABLE": "1"}
-    methods = f"{hc.OURS},{hc.tr.MORIYA.name}"
+    methods = f"{hc.OURS},{hc.tr.MORIYA.name},{hc.tr.NALEPA.name}"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
            "companion.hyperbolic", "--scale", "ci", "--methods", methods, "--set", "epochs=1", "--out", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
-    assert set(ranks[0]["digests"]) == {f"synthetic {hc.OURS}", f"synthetic {hc.tr.MORIYA.name}"}
+    assert set(ranks[0]["digests"]) == {f"synthetic {m}" for m in methods.split(",")}
     assert ranks[0]["digests"] == ranks[1]["digests"]
-    assert len(list((tmp_path / "ck").rglob("*.pt"))) == 2
+    assert len(list((tmp_path / "ck").rglob("*.pt"))) == 3
     assert not list((tmp_path / "ck").rglob("*.partial.pt"))

@@ -140,7 +140,8 @@ def epoch_fn(method: Method, model: nn.Module, opt: torch.optim.Optimizer, volum
     """``epoch(e) -> stats`` for :func:`companion.checkpoints.train_or_load`."""
     vols = torch.as_tensor(np.stack(volumes)[:, None], dtype=torch.float32, device=device)
     sampler = TripletSampler(vols.shape[2:], tcfg.sampler)
-    net = wrap_distributed(model)
+    # the autoencoder never uses the encoder's scale head, Moriya et al. neither of the bottleneck heads
+    net = wrap_distributed(model, find_unused=method.kind in ("ae", "moriya"))
     if method.kind != "moriya":
         loss_of = _vae_loss(net, vols, sampler, method, tcfg, patch)
         return lambda e: run_epoch(net, opt, tcfg.anchors_per_epoch, tcfg.batch, seed, e, loss_of)
