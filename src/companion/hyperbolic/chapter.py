@@ -449,7 +449,7 @@ def figure_2(run: ChapterRun, synth: Synth):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    run.results.figure("figure-2", fig, "Figure 2: slices of a synthetic test volume and its ground truth at the "
+    run.results.figure("fig-2", fig, "Figure 2: slices of a synthetic test volume and its ground truth at the "
                                          "three levels", data=synth.name)
     return fig
 
@@ -473,7 +473,7 @@ def figure_3(run: ChapterRun, brain: Brain, ev: Eval, method: str = OURS):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    run.results.figure("figure-3", fig, f"Figure 3: a brain slice segmented by {method} with 2, 3 and 4 clusters "
+    run.results.figure("fig-3", fig, f"Figure 3: a brain slice segmented by {method} with 2, 3 and 4 clusters "
                                          "(cluster colours are arbitrary)", data=brain.name)
     return fig
 
@@ -506,7 +506,7 @@ def figure_embedding(run: ChapterRun, synth: Synth, ev: Eval, methods: tuple[str
         ax.set_title(m, fontsize=9)
     axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=4)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    run.results.figure("figure-embedding", fig, "Latent means of a test volume's patches coloured by their level-3 "
+    run.results.figure("fig-embedding", fig, "Latent means of a test volume's patches coloured by their level-3 "
                                                 "class: Euclidean VAE (left), hyperbolic VAE with gyroplane layer "
                                                 "and triplet loss in the Poincaré disk (right)", data=synth.name)
     return fig
@@ -525,7 +525,7 @@ def figure_training(run: ChapterRun, synth: Synth, ev: Eval):
     ax.set_ylabel("training loss (ELBO + β triplet)")
     ax.legend(fontsize=7)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    run.results.figure("figure-training", fig, "Training loss of the six ablation models", data=synth.name)
+    run.results.figure("fig-training", fig, "Training loss of the six ablation models", data=synth.name)
     return fig
 
 
