@@ -119,3 +119,27 @@ def test_no_better_than_a_trivial_prediction_guard():
     v = paired_verdict([0.011, 0.012, 0.010, 0.013, 0.011], [0.005, 0.006, 0.004, 0.005, 0.006], better="higher",
                        guards=[no_better_than([0.011] * 5, [0.08] * 5, "A", "the whole brain")])
     assert v.holds is None and v.reason.startswith("degenerate:")  # an interval clear of 0 between two failures
+
+
+def test_noninferiority_decides_all_three_ways():
+    from companion.results.verdict import noninferior_verdict
+
+    rng = np.random.default_rng(3)
+    b = rng.uniform(0.6, 0.8, 30)
+    # equal within noise: holds within a 0.02 margin (the superiority rule alone would be inconclusive)
+    a = b + rng.normal(0, 0.005, 30)
+    assert paired_verdict(a, b, better="higher").holds is None
+    v = noninferior_verdict(a, b, margin=0.02, better="higher", names=("new", "old"), metric="Dice")
+    assert v.holds is True and "non-inferiority" in v.evidence["test"]
+    assert v.evidence["ci"][0] > -0.02 and abs(v.evidence["effect"] - float(np.mean(a - b))) < 1e-12
+    # clearly worse by more than the margin: false, and the reason says so
+    v = noninferior_verdict(b - 0.05, b + rng.normal(0, 0.002, 30), margin=0.02, better="higher")
+    assert v.holds is False and v.reason.startswith("worse")
+    # worse by about the margin: undecided
+    v = noninferior_verdict(b - 0.02 + rng.normal(0, 0.01, 30), b, margin=0.02, better="higher")
+    assert v.holds is None and "straddles" in v.reason
+    # lower-is-better metrics mirror it; a guard still wins over the interval
+    assert noninferior_verdict(b, b + 0.001, margin=0.01, better="lower").holds is True
+    assert noninferior_verdict(a, b, margin=0.02, better="higher", guards=["x collapsed"]).holds is None
+    with pytest.raises(ValueError, match="margin"):
+        noninferior_verdict(a, b, margin=-1, better="higher")

@@ -130,6 +130,43 @@ def paired_verdict(a: Sequence[float], b: Sequence[float], *, better: str, names
                           f"{'lower' if side < 0 else 'higher'}", evidence)
 
 
+def noninferior_verdict(a: Sequence[float], b: Sequence[float], *, margin: float, better: str,
+                        names: tuple[str, str] = ("A", "B"), metric: str = "", guards: Iterable[str | None] = (),
+                        confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                        min_cases: int = MIN_CASES) -> Verdict:
+    """Decide "``names[0]`` is at least as good as ``names[1]``" (equal or better) within a stated ``margin``.
+
+    The same paired bootstrap interval as :func:`paired_verdict`; ``holds`` when the whole interval of
+    ``mean(a - b)`` lies on the good side of ``-margin`` (``+margin`` when lower is better), ``False`` when it lies
+    wholly beyond it on the bad side, ``None`` when it straddles it.  The margin is the chapter's stated choice,
+    never fitted to the result."""
+    if not np.isfinite(margin) or margin < 0:
+        raise ValueError(f"margin must be a non-negative number, got {margin!r}")
+    sign = 1.0 if better == "higher" else -1.0
+    if better not in BETTER:
+        raise ValueError(f"better must be one of {BETTER}, got {better!r}")
+    # shift a by the margin towards "better" and reuse the superiority rule: mean(a - b) > -margin
+    a_shift = np.asarray(a, float) + sign * margin
+    v = paired_verdict(a_shift, b, better=better, names=(f"{names[0]} (+{margin:g} margin)", names[1]),
+                       metric=metric, guards=guards, confidence=confidence, n_resamples=n_resamples, seed=seed,
+                       min_cases=min_cases)
+    ev = dict(v.evidence)
+    if ev.get("effect") is not None:
+        ev["effect"] = float(ev["effect"]) - sign * margin
+        ev["ci"] = [float(x) - sign * margin for x in ev["ci"]]
+        bound = f"{'-' if sign > 0 else '+'}{margin:g}"
+        ev["test"] = (f"non-inferiority: paired bootstrap {100 * confidence:g} % CI of mean({metric + ': ' if metric else ''}"
+                      f"{names[0]} − {names[1]}) over {ev['n']} cases; holds if the CI lies "
+                      f"{'above' if sign > 0 else 'below'} {bound} (margin {margin:g}, stated before the run)")
+    reason = v.reason
+    if reason and (reason.startswith("reversed") or "spans 0" in reason) and ev.get("ci") is not None:
+        lo, hi = ev["ci"]
+        reason = (f"{'worse' if reason.startswith('reversed') else 'inconclusive'}: CI [{_num(lo)}, {_num(hi)}] of "
+                  f"mean({names[0]} − {names[1]}) {'lies beyond' if reason.startswith('reversed') else 'straddles'} "
+                  f"the margin {'-' if sign > 0 else '+'}{margin:g} (n = {ev['n']})")
+    return Verdict(v.holds, reason, ev)
+
+
 def threshold_verdict(value: float | Sequence[float] | None, op: str, threshold: float, *, what: str,
                       n: int | None = None) -> Verdict:
     """Decide ``value op threshold`` (every element, for a sequence): a claim with an explicit threshold rather
