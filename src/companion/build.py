@@ -34,6 +34,7 @@ CHAPTERS: dict[str, str] = {
     "vaesselsparse_latent": "notebooks/01b_vaesselsparse_latent.ipynb",
     "vpbsd": "notebooks/02_vpbsd.ipynb",
     "hyperbolic": "notebooks/03_hyperbolic.ipynb",
+    "sparsevm": "notebooks/04_sparsevm.ipynb",
 }
 
 ACCESS_TEXT = {"open": "open download", "registration": "registration", "request": "on request",

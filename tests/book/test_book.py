@@ -453,3 +453,31 @@ def test_hyperbolic_chapter_determinism(built, tmp_path, monkeypatch):
     a = json.loads((first / "scoreboard.json").read_text())["claims"]
     b = json.loads((second / "scoreboard.json").read_text())["claims"]
     assert [(c["id"], c["holds"], c["reproduced"]) for c in a] == [(c["id"], c["holds"], c["reproduced"]) for c in b]
+
+
+def test_sparsevm_chapter_determinism(built, tmp_path, monkeypatch):
+    """Chapter 4 at ci scale, every network trained again from scratch (empty checkpoint cache) and ANTs run again
+    on one thread, gives the same Dice values, paired tests and verdicts; only the timing columns may move."""
+    from companion.build import execute_chapter
+
+    _, results, _ = built
+    ck = tmp_path / "checkpoints"
+    monkeypatch.setenv("COMPANION_CHECKPOINTS", str(ck))
+    execute_chapter("sparsevm", SCALE, tmp_path / "again.ipynb", results=tmp_path / "res")
+    assert list((ck / "sparsevm").rglob("*.pt")), "the networks were trained anew"
+    first, second = results / "sparsevm" / SCALE, tmp_path / "res" / "sparsevm" / SCALE
+    assert (first / "table-tests.csv").read_bytes() == (second / "table-tests.csv").read_bytes()
+    a, b = pd.read_csv(first / "table-1.csv"), pd.read_csv(second / "table-1.csv")
+    dice = [c for c in a.columns if c.startswith("Dice")]
+    assert dice and a[dice].equals(b[dice])
+    bench = [pd.read_csv(d / "table-benchmark.csv") for d in (first, second)]
+    cols = ["subject", "ANTs setting", "threads", "SparseVM Dice"]
+    assert bench[0][cols].equals(bench[1][cols])
+    one = [x[x["threads"] == 1]["ANTs Dice"].tolist() for x in bench]  # one ITK thread: deterministic
+    assert one[0] == one[1]
+    ca = json.loads((first / "scoreboard.json").read_text())["claims"]
+    cb = json.loads((second / "scoreboard.json").read_text())["claims"]
+    assert [(c["id"], c["holds"]) for c in ca] == [(c["id"], c["holds"]) for c in cb]
+    dice_claims = ("slcc-above-voxelmorph", "slcc-above-smse", "slcc-not-below-ants")
+    assert [c["reproduced"] for c in ca if c["id"] in dice_claims] == \
+        [c["reproduced"] for c in cb if c["id"] in dice_claims]
