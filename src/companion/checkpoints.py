@@ -41,6 +41,17 @@ def config_key(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def array_checksum(arrays) -> str:
+    """``"sha256:<hex>"`` of the bytes of ``arrays`` in order (C order): what a chapter records for its data and puts
+    into a checkpoint's configuration key."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return "sha256:" + h.hexdigest()
+
+
 def checkpoint_root(override: str | os.PathLike | None = None) -> Path:
     if override:
         return Path(override)

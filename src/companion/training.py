@@ -91,6 +91,19 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, n_items:
     return mean_stats(stats)
 
 
+def write_rank_report(out: str | os.PathLike, digests: dict[str, str], **extra) -> None:
+    """Write this rank's ``rank<r>.json`` into ``out``: rank, world size, the trained models' weight digests
+    (:func:`state_digest`) and ``extra`` -- what a chapter's torchrun entry point leaves for its tests to compare."""
+    import json
+    from pathlib import Path
+
+    rank, size = world()
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "world_size": size, "digests": digests,
+                                                         **extra}, indent=1))
+
+
 def state_digest(model: torch.nn.Module) -> str:
     """sha256 of all parameters and buffers (to compare ranks or runs bit for bit)."""
     m = model.module if hasattr(model, "module") else model

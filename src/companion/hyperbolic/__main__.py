@@ -11,11 +11,9 @@ def main(argv: list[str] | None = None) -> int:
     """Train the patch models (Tables 1-2 and, with ``--task both``, Table 3) with the chapter's functions; each
     rank writes ``rank<r>.json`` (its models' weight digests) to ``--out``."""
     import argparse
-    import json
-    from pathlib import Path
 
     from ..chapter import parse_training_arguments, start, training_arguments
-    from ..training import distributed, state_digest, world
+    from ..training import distributed, state_digest, write_rank_report
     from . import chapter as ch
     from .train import METHODS
 
@@ -41,11 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                 if name in (ch.OURS, ch.tr.NALEPA.name, ch.tr.MORIYA.name):
                     st = ch.train_method(run, METHODS[name], [v.image for v in brain.train], "brain")
                     digests[f"brain {name}"] = state_digest(st.model)
-        rank, size = world()
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "world_size": size, "digests": digests},
-                                                         indent=1))
+        write_rank_report(args.out, digests)
     return 0
 
 

@@ -11,7 +11,6 @@ The pieces: :mod:`.model`, :mod:`.patches`, :mod:`.train`, :mod:`.segment`, :mod
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -21,7 +20,7 @@ import torch
 
 from .. import metrics
 from ..chapter import ChapterRun
-from ..checkpoints import CheckpointStore, TrainState, config_key, train_or_load
+from ..checkpoints import CheckpointStore, TrainState, array_checksum, config_key, train_or_load
 from ..results import style_table
 from ..results.verdict import Verdict, all_of, no_better_than, paired_verdict, stalled_loss
 from ..training import world
@@ -94,13 +93,6 @@ class Brain:
     name: str
 
 
-def _checksum(arrays: list[np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return "sha256:" + h.hexdigest()
-
-
 def load_synthetic(run: ChapterRun) -> Synth:
     """The generated hierarchical volumes: ``n_train`` for training, ``n_test`` for testing (paper: 80 / 20 / 20)."""
     cfg = run.cfg
@@ -108,7 +100,7 @@ def load_synthetic(run: ChapterRun) -> Synth:
                             irregular=cfg["irregular"])
     out = Synth(vols[:cfg["n_train"]], vols[cfg["n_train"]:])
     run.results.add_source("synthetic hierarchical volumes", "generated",
-                           _checksum([v.image for v in vols[:2]]), n=len(vols), size=cfg["size"],
+                           array_checksum([v.image for v in vols[:2]]), n=len(vols), size=cfg["size"],
                            irregular=cfg["irregular"])
     return out
 
@@ -127,7 +119,7 @@ def load_brain(run: ChapterRun) -> Brain:
         name = run.results.data_label
     n_train = min(cfg["brain_train"], len(vols) - 1)
     run.results.add_source(name, "generated" if run.data == "synthetic" else "dataset",
-                           _checksum([vols[0].image]), n=len(vols), size=cfg["brain_size"])
+                           array_checksum([vols[0].image]), n=len(vols), size=cfg["brain_size"])
     return Brain(vols[:n_train], vols[n_train:], name)
 
 
@@ -160,7 +152,7 @@ def train_method(run: ChapterRun, method: tr.Method, images: list[np.ndarray], t
     model = tr.build(method, mcfg, tcfg).to(run.device)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
     key = {"method": method.name, **tr.describe(method), "task": task, "model": mcfg.__dict__,
-           "train": {**tcfg.__dict__, "sampler": tcfg.sampler.__dict__}, "data": _checksum(images[:2]),
+           "train": {**tcfg.__dict__, "sampler": tcfg.sampler.__dict__}, "data": array_checksum(images[:2]),
            "n": len(images), "seed": run.seed, "world_size": world()[1]}
     return train_or_load(_store(), f"{task}-{_slug(method.name)}", key, model, opt,
                          tr.epoch_fn(method, model, opt, images, tcfg, mcfg.patch, run.seed, run.device),
@@ -192,7 +184,7 @@ def _cached(name: str, key: dict[str, Any], build: Callable[[], torch.nn.Module]
 def train_iic(run: ChapterRun, images: list[np.ndarray], ks: tuple[int, ...], task: str):
     cfg = run.cfg
     key = {"task": task, "ks": list(ks), "steps": _steps(run), "batch": cfg["batch"], "lr": cfg["lr"],
-           "channels": cfg["iic_channels"], "data": _checksum(images[:2]), "n": len(images), "seed": run.seed}
+           "channels": cfg["iic_channels"], "data": array_checksum(images[:2]), "n": len(images), "seed": run.seed}
     return _cached(f"{task}-iic", key, lambda: bl.IICNet(ks, cfg["iic_channels"]),
                    lambda: bl.train_iic(images, ks=ks, steps=_steps(run), batch=cfg["batch"], lr=cfg["lr"],
                                         seed=run.seed, channels=cfg["iic_channels"]))
@@ -201,7 +193,7 @@ def train_iic(run: ChapterRun, images: list[np.ndarray], ks: tuple[int, ...], ta
 def train_unet(run: ChapterRun, images: list[np.ndarray], labels: list[np.ndarray], n_classes: int, task: str):
     cfg = run.cfg
     key = {"task": task, "classes": n_classes, "steps": _steps(run), "lr": cfg["lr"], "fraction": cfg["label_fraction"],
-           "channels": cfg["unet_channels"], "data": _checksum(images[:2] + labels[:1]), "n": len(images),
+           "channels": cfg["unet_channels"], "data": array_checksum(images[:2] + labels[:1]), "n": len(images),
            "seed": run.seed}
     return _cached(f"{task}-unet", key, lambda: bl.build_unet(n_classes, tuple(cfg["unet_channels"])),
                    lambda: bl.train_sparse_unet(images, labels, n_classes, steps=_steps(run), lr=cfg["lr"],

@@ -11,11 +11,9 @@ def main(argv: list[str] | None = None) -> int:
     """Train VoxelMorph CC, SparseVM SMSE and SLCC with the chapter's functions; each rank writes ``rank<r>.json``
     (its models' weight digests) to ``--out``."""
     import argparse
-    import json
-    from pathlib import Path
 
     from ..chapter import parse_training_arguments, start, training_arguments
-    from ..training import distributed, state_digest, world
+    from ..training import distributed, state_digest, write_rank_report
     from . import chapter as ch
     from .train import METHODS
 
@@ -30,11 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         ch.check(run)
         cohort = ch.load(run)
         digests = {name: state_digest(ch.train_method(run, cohort, METHODS[name]).model) for name in methods}
-        rank, size = world()
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "world_size": size, "digests": digests},
-                                                         indent=1))
+        write_rank_report(args.out, digests)
     return 0
 
 

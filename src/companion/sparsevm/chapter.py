@@ -11,7 +11,6 @@ The pieces: :mod:`.losses` (SMSE, SLCC), :mod:`.acquisition` (sparse slices), :m
 """
 from __future__ import annotations
 
-import hashlib
 import time
 import warnings
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ import torch
 
 from .. import metrics
 from ..chapter import ChapterRun
-from ..checkpoints import CheckpointStore, TrainState, train_or_load
+from ..checkpoints import CheckpointStore, TrainState, array_checksum, train_or_load
 from ..results import style_table
 from ..results.verdict import (Verdict, all_of, no_better_than, noninferior_verdict, paired_verdict, stalled_loss,
                                threshold_verdict)
@@ -92,13 +91,6 @@ class Cohort:
     name: str
 
 
-def _checksum(arrays: list[np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return "sha256:" + h.hexdigest()
-
-
 def load(run: ChapterRun) -> Cohort:
     """The atlas and ``n_train`` + ``n_test`` sparse subjects (paper: 237 unlabelled training, 75 test)."""
     cfg = run.cfg
@@ -116,7 +108,7 @@ def load(run: ChapterRun) -> Cohort:
         name = run.results.data_label
     n_train = min(cfg["n_train"], len(subjects) - 1)
     run.results.add_source(name, "generated" if run.data == "synthetic" else "dataset",
-                           _checksum([atlas.image, subjects[0].image]), n=len(subjects), shape=list(shape),
+                           array_checksum([atlas.image, subjects[0].image]), n=len(subjects), shape=list(shape),
                            spacing_mm=cfg["spacing_mm"])
     return Cohort(atlas, subjects[:n_train], subjects[n_train:], name)
 
@@ -144,7 +136,7 @@ def train_method(run: ChapterRun, cohort: Cohort, method: tr.Method, changes: di
     masks = np.stack([s.mask for s in cohort.train])
     key = {"method": method.name, "similarity": method.similarity, "lambda": method.lam, "window": cfg["window"],
            "features": list(cfg["features"]), "epochs": cfg["epochs"], "batch": cfg["batch"], "lr": cfg["lr"],
-           "eps": tr.PAPER_EPS, "data": _checksum([cohort.atlas.image, images[0], masks[0]]), "n": len(images),
+           "eps": tr.PAPER_EPS, "data": array_checksum([cohort.atlas.image, images[0], masks[0]]), "n": len(images),
            "seed": run.seed, "world_size": world()[1]}
     tag = "".join(c if c.isalnum() else "-" for c in method.name.lower())
     if changes:

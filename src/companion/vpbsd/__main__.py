@@ -11,11 +11,9 @@ def main(argv: list[str] | None = None) -> int:
     """Pretrain the teacher, then (``--stage all``) fine-tune it and train the students fold by fold, with the
     chapter's functions; each rank writes ``rank<r>.json`` (its models' weight digests) to ``--out``."""
     import argparse
-    import json
-    from pathlib import Path
 
     from ..chapter import parse_training_arguments, start, training_arguments
-    from ..training import distributed, state_digest, world
+    from ..training import distributed, state_digest, write_rank_report
     from . import chapter as ch
     from .train import METHODS
 
@@ -44,11 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                     st = ch.train_student(run, data, METHODS[name], fold, train_idx, key, targets,
                                           pre.model.bottleneck_channels)
                     digests[f"{name} fold{fold}"] = state_digest(st.model)
-        rank, size = world()
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "world_size": size, "digests": digests,
-                                                          "pretrain_history": pre.history}, indent=1))
+        write_rank_report(args.out, digests, pretrain_history=pre.history)
     return 0
 
 

@@ -11,7 +11,6 @@ The pieces: :mod:`.teacher`, :mod:`.codebook`, :mod:`.student`, :mod:`.losses`, 
 from __future__ import annotations
 
 import copy
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +20,7 @@ import torch
 
 from .. import metrics
 from ..chapter import ChapterRun
-from ..checkpoints import CheckpointStore, TrainState, train_or_load
+from ..checkpoints import CheckpointStore, TrainState, array_checksum, train_or_load
 from ..results import style_table
 from ..results.verdict import (Verdict, all_of, degenerate_predictions, paired_verdict, stalled_loss,
                                threshold_verdict)
@@ -76,13 +75,6 @@ class Data:
     spacing: tuple[float, float, float] | None = None  # voxel size, where known (the stand-in is isotropic)
 
 
-def _checksum(arrays: list[np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return "sha256:" + h.hexdigest()
-
-
 def load_data(run: ChapterRun) -> Data:
     """The stand-in (:func:`companion.data.lightsheet.generate_lightsheet_set`: ``n_labeled`` + ``n_unlabeled``
     volumes of ``grid``^3) or, with ``data="vessap"``, the real VesSAP volumes (see :func:`load_vessap`)."""
@@ -95,10 +87,10 @@ def load_data(run: ChapterRun) -> Data:
     data = Data([v.image for v in s.labeled], [v.label.astype(bool) for v in s.labeled],
                 [v.image for v in s.unlabeled], [f"L{i:02d}" for i in range(len(s.labeled))],
                 "light-sheet stand-in (companion.data.lightsheet, generated)")
-    run.results.add_source("light-sheet stand-in, labeled", "generated", _checksum(data.images + data.labels),
+    run.results.add_source("light-sheet stand-in, labeled", "generated", array_checksum(data.images + data.labels),
                            n=len(data.images), grid=cfg["grid"], seed=run.seed,
                            generator="companion.data.lightsheet.generate_lightsheet_set")
-    run.results.add_source("light-sheet stand-in, unlabeled", "generated", _checksum(data.unlabeled),
+    run.results.add_source("light-sheet stand-in, unlabeled", "generated", array_checksum(data.unlabeled),
                            n=len(data.unlabeled), grid=cfg["grid"], seed=run.seed)
     return data
 
@@ -125,7 +117,7 @@ def load_vessap(run: ChapterRun) -> Data:
     data = Data([block(preprocess(s.image)) for s in lab], [block(np.asarray(s.target) > 0) for s in lab],
                 [block(preprocess(s.image)) for s in unl], [str(s.case) for s in lab],
                 "VesSAP (Todorov et al. 2020, manifest vessap)", tuple(lab[0].spacing) if lab[0].spacing else None)
-    run.results.add_source(data.name, "manifest", _checksum(data.images + data.labels), dataset="vessap",
+    run.results.add_source(data.name, "manifest", array_checksum(data.images + data.labels), dataset="vessap",
                            n=len(lab), n_unlabeled=len(unl), block=g)
     return data
 
@@ -184,7 +176,7 @@ def _store() -> CheckpointStore:
 
 def _data_key(run: ChapterRun, data: Data) -> dict[str, Any]:
     return {"source": run.data, "n_labeled": len(data.images), "n_unlabeled": len(data.unlabeled),
-            "grid": run.cfg["grid"], "seed": run.seed, "checksum": _checksum(data.images[:1] + data.unlabeled[:1])}
+            "grid": run.cfg["grid"], "seed": run.seed, "checksum": array_checksum(data.images[:1] + data.unlabeled[:1])}
 
 
 def _teacher_key(run: ChapterRun, data: Data, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
