@@ -143,3 +143,152 @@ def test_noninferiority_decides_all_three_ways():
     assert noninferior_verdict(a, b, margin=0.02, better="higher", guards=["x collapsed"]).holds is None
     with pytest.raises(ValueError, match="margin"):
         noninferior_verdict(a, b, margin=-1, better="higher")
+
+
+# ----------------------------------------------------------------------------------------------- issue 22's rules
+from companion.results.comparison import comparison_verdict, crossed_bootstrap_ci  # noqa: E402
+from companion.results.convergence import converged  # noqa: E402
+
+EPOCHS = np.arange(40)
+DONE = [converged(0.2 + np.exp(-EPOCHS / 4), "A"), converged(0.3 + np.exp(-EPOCHS / 4), "B")]
+R22 = np.random.default_rng(2022)
+CASES = R22.uniform(0.6, 0.8, 24)
+
+
+def seeds_of(effects, noise=0.005, rng_seed=1):
+    rng = np.random.default_rng(rng_seed)
+    return np.stack([CASES + e + rng.normal(0, noise, CASES.size) for e in effects])
+
+
+def test_three_agreeing_converged_seeds_hold_and_carry_the_fields():
+    v = comparison_verdict(seeds_of([0.05, 0.04, 0.06]), CASES, better="higher", margin=0.01, convergence=DONE)
+    assert v.holds is True and v.outcome == "holds"
+    ev = v.evidence
+    assert ev["seeds"] == 3 and ev["margin"] == 0.01 and ev["converged"] == {"A": True, "B": True}
+    assert len(ev["per_seed_effects"]) == 3 and "two-way" in ev["test"] and "runs" not in ev
+
+
+def test_seed_disagreement_is_undecided():
+    # two seeds clearly better, one clearly worse: the pooled mean is positive, but the seeds disagree
+    v = comparison_verdict(seeds_of([0.06, 0.06, -0.03], noise=0.002), CASES, better="higher", margin=0.01,
+                           convergence=DONE)
+    assert v.holds is None and v.outcome == "inconclusive"
+    assert "seeds" in v.reason or "spans 0" in v.reason
+
+
+def test_pooled_interval_carries_the_seed_variance():
+    # failure mode 1 of the simpler rules: a case bootstrap of seed-averaged differences ignores the seed
+    d = seeds_of([0.03, 0.03, -0.04], noise=0.002) - CASES
+    _, (lo_case, hi_case), _ = bootstrap_ci(d.mean(axis=0), np.zeros(CASES.size))
+    _, (lo, hi) = crossed_bootstrap_ci(d)
+    assert (hi - lo) > 3 * (hi_case - lo_case)
+    # failure mode 2: the seed as the only unit ignores the cases; identical seeds with noisy cases keep their width
+    d = np.tile(np.random.default_rng(5).normal(0.02, 0.05, 24), (3, 1))
+    _, (lo, hi) = crossed_bootstrap_ci(d)
+    per_seed = d.mean(axis=1)
+    assert np.ptp(per_seed) == 0 and (hi - lo) > 0.02  # a seed-only interval would have zero width
+
+
+def test_effect_inside_the_margin_is_equivalent():
+    v = comparison_verdict(seeds_of([0.001, 0.0012, 0.0008], noise=0.0005), CASES, better="higher", margin=0.01,
+                           convergence=DONE)
+    assert v.holds is None and v.outcome == "equivalent" and v.reason.startswith("equivalent")
+    lo, hi = v.evidence["ci"]
+    assert 0 < lo and hi < 0.01  # statistically clear, practically nothing: not "holds"
+    # the same interval without a margin would hold: the margin is what makes it equivalent
+    assert comparison_verdict(seeds_of([0.001, 0.0012, 0.0008], noise=0.0005), CASES, better="higher", margin=0,
+                              convergence=DONE).outcome == "holds"
+
+
+def test_still_falling_curve_is_under_trained():
+    falling = converged(np.linspace(1.0, 0.4, 30), "the student")
+    assert falling.converged is False and falling.tail_fraction > 0.05
+    v = comparison_verdict(seeds_of([0.05, 0.04, 0.06]), CASES, better="higher", margin=0.01,
+                           convergence=[DONE[0], falling])
+    assert v.holds is None and v.outcome == "under-trained" and "the student: still improving" in v.reason
+    assert v.evidence["leaning"] == "holds" and v.evidence["converged"]["the student"] is False
+    # convergence not recorded at all is under-trained too
+    assert comparison_verdict(seeds_of([0.05, 0.04, 0.06]), CASES, better="higher", margin=0.01).outcome \
+        == "under-trained"
+
+
+def test_convergence_rule():
+    assert converged(0.1 + np.exp(-EPOCHS / 4), "m").converged is True
+    assert converged(np.linspace(1, 0, 40), "m").converged is False
+    assert converged(-np.log(2) - np.linspace(0, 1, 40), "iic").converged is False  # negative losses, still falling
+    assert converged([1.0, 0.5, 0.4], "m").converged is None  # too few epochs to tell
+    assert converged(np.full(20, 0.7), "flat").converged is True  # nothing to gain; the stalled guard catches it
+    c = converged(np.linspace(1, 0, 40), "m", curve_kind="training")
+    assert "training loss" in c.detail and c.as_record()["converged"] is False
+
+
+def test_single_run_is_at_most_indicative():
+    v = comparison_verdict(seeds_of([0.05])[0], CASES, better="higher", margin=0.01, convergence=DONE)
+    assert v.holds is None and v.outcome == "indicative" and v.evidence["runs"] == "single run"
+    assert v.evidence["leaning"] == "holds" and v.evidence["seeds"] == 1
+    v = comparison_verdict(seeds_of([-0.05])[0], CASES, better="higher", margin=0.01, convergence=DONE,
+                           implementation="paper Eqs. 1-3")
+    assert v.holds is None and v.outcome == "indicative" and v.evidence["leaning"] == "reversed"
+
+
+def test_reversal_must_be_earned():
+    worse = seeds_of([-0.05, -0.04, -0.06])
+    earned = comparison_verdict(worse, CASES, better="higher", margin=0.01, convergence=DONE,
+                                implementation="paper Eqs. 5-8; authors' code objectives.py")
+    assert earned.holds is False and earned.outcome == "reversed" and earned.evidence["implementation"]
+    # no implementation note: undecided, naming what is missing
+    v = comparison_verdict(worse, CASES, better="higher", margin=0.01, convergence=DONE)
+    assert v.holds is None and v.outcome == "undecided" and "implementation note" in v.reason
+    # two seeds, or an unconverged model: not a reversal either
+    assert comparison_verdict(worse[:2], CASES, better="higher", margin=0.01, convergence=DONE,
+                              implementation="x").outcome == "indicative"
+    assert comparison_verdict(worse, CASES, better="higher", margin=0.01, implementation="x",
+                              convergence=[converged(np.linspace(1, 0, 30), "A")]).outcome == "under-trained"
+    # worse, but not beyond the margin: inconclusive, never reversed
+    v = comparison_verdict(seeds_of([-0.006, -0.005, -0.007], noise=0.001), CASES, better="higher", margin=0.01,
+                           convergence=DONE, implementation="x")
+    assert v.outcome in ("equivalent", "inconclusive") and v.holds is None
+
+
+def test_untrained_comparison_and_noninferiority():
+    v = comparison_verdict(CASES + 0.05 + R22.normal(0, 0.005, 24), CASES, better="higher", margin=0.01,
+                           trained=False)
+    assert v.holds is True and v.evidence["seeds"] is None
+    v = comparison_verdict(CASES - 0.005 + R22.normal(0, 0.002, 24), CASES, better="higher", margin=0.02,
+                           claim="noninferior", trained=False)
+    assert v.holds is True and "non-inferiority" in v.evidence["test"]
+    v = comparison_verdict(CASES - 0.08 + R22.normal(0, 0.002, 24), CASES, better="higher", margin=0.02,
+                           claim="noninferior", trained=False, implementation="x")
+    assert v.holds is False and v.reason.startswith("worse")
+    with pytest.raises(ValueError, match="margin"):
+        comparison_verdict(CASES, CASES, better="higher", margin=None)
+
+
+def test_all_of_keeps_the_intervals_of_its_parts():
+    p1 = comparison_verdict(CASES + 0.05 + R22.normal(0, 0.005, 24), CASES, better="higher", margin=0.01,
+                            trained=False)
+    p2 = comparison_verdict(CASES + 0.03 + R22.normal(0, 0.005, 24), CASES, better="higher", margin=0.01,
+                            trained=False)
+    v = all_of([p1, p2])
+    assert v.holds is True and [p["ci"] for p in v.evidence["parts"]] == [p1.evidence["ci"], p2.evidence["ci"]]
+    assert v.evidence["margin"] == 0.01
+    single = all_of([p1, threshold_verdict(1, ">", 0, what="x")])
+    assert single.evidence["ci"] == p1.evidence["ci"]
+
+
+def test_negative_stalled_loss_is_flagged():
+    # IIC's loss is minus a mutual information: -1.0 -> -0.96 has risen, not fallen
+    assert "never left its starting value" in stalled_loss([-1.0, -0.98, -0.96], "IIC")
+    assert stalled_loss([-1.0, -1.5, -2.0], "IIC") is None
+    assert "never left" in stalled_loss([0.0, 0.0], "m")
+
+
+def test_outcome_words():
+    from companion.results.verdict import Verdict
+
+    assert Verdict(True, None).outcome == "holds"
+    assert Verdict(False, "speed = 3, not >= 5").outcome == "does not hold"
+    assert Verdict(None, "inconclusive: spans 0").outcome == "inconclusive"
+    assert Verdict(None, "not run: no GPU").outcome == "not measured"
+    with pytest.raises(ValueError):
+        Verdict(None, "x", {}, "maybe")

@@ -25,12 +25,13 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import yaml
 
+from .convergence import Convergence
 from .verdict import Verdict
 
 CLAIMS_DIR = Path(__file__).resolve().parents[1] / "claims"
@@ -53,6 +54,9 @@ class Claim:
     statement: str
     paper_value: Any = None
     kind: str = "paper"  # "paper": a claim the paper makes; "check": the book's own check
+    margin: float | None = None  # δ of a comparison claim, stated before any run (units of the compared values)
+    margin_reason: str | None = None  # why this δ (e.g. "0.01 Dice ≈ one voxel layer on our structures")
+    implementation: str | None = None  # what the compared implementations were checked against (a reversal needs it)
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,10 @@ def load_claims(chapter: str) -> ClaimsFile:
             kind: paper               # paper (the paper claims it) | check (the book's own check)
             statement: "..."
             paper_value: {method A: <number from the paper>, method B: <number>}   # any YAML value, or null
+            margin: 0.01              # comparison claims: δ, in the units the chapter compares in, stated before
+            margin_reason: "..."      #   any run, with its reason (required with margin)
+            implementation: "..."     # optional: what the implementation was checked against (paper Eqs., the
+                                      #   authors' code); a comparison can be recorded reversed only with it
         tables:                       # table n of the paper: rows -> columns -> value
           "1": {caption: "...", columns: [Dice, clDice], values: {method A: {Dice: <number>, clDice: <number>}}}
         figures:                      # figure n of the paper: what it shows
@@ -90,7 +98,17 @@ def load_claims(chapter: str) -> ClaimsFile:
     for c in raw.get("claims", []):
         if c["id"] in claims:
             raise ValueError(f"{path}: duplicate claim id {c['id']!r}")
-        claims[c["id"]] = Claim(c["id"], c["statement"].strip(), c.get("paper_value"), c.get("kind", "paper"))
+        margin = c.get("margin")
+        if margin is not None:
+            if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) \
+                    or margin < 0:
+                raise ValueError(f"{path}: claim {c['id']!r}: margin must be a non-negative number, got {margin!r}")
+            if not str(c.get("margin_reason") or "").strip():
+                raise ValueError(f"{path}: claim {c['id']!r}: a margin needs its margin_reason (why this δ)")
+        claims[c["id"]] = Claim(c["id"], c["statement"].strip(), c.get("paper_value"), c.get("kind", "paper"),
+                                None if margin is None else float(margin),
+                                (c.get("margin_reason") or "").strip() or None,
+                                (c.get("implementation") or "").strip() or None)
     return ClaimsFile(raw["chapter"], raw["title"], raw.get("paper"), claims, raw.get("tables") or {},
                       raw.get("figures") or {})
 
@@ -202,6 +220,7 @@ class Results:
         self.sources: list[dict[str, Any]] = []
         self.records: dict[str, dict[str, Any]] = {}
         self.index: dict[str, dict[str, Any]] = {}
+        self.curves: dict[str, dict[str, Any]] = {}
         self._t0 = time.perf_counter()
 
     # -- captions
@@ -256,6 +275,58 @@ class Results:
         self.index[path.name] = {"type": "figure", "caption": full}
         return path
 
+    # -- training curves and comparisons
+    def training_curve(self, model: str, *, train: Sequence[float], val: Sequence[float] | None = None,
+                       **rule: Any) -> Convergence:
+        """Record ``model``'s loss per epoch (training, and validation where the chapter computes it) for
+        ``curves.json`` and return its :func:`~companion.results.convergence.converged` outcome, read on the
+        validation curve when there is one and on the training curve otherwise (named in the outcome).  ``rule``:
+        the check's settings (``tail``, ``threshold``, ``smooth``), stated where a chapter departs from them."""
+        from .convergence import converged
+
+        train = [float(x) for x in train]
+        val = None if val is None else [float(x) for x in val]
+        conv = converged(val if val else train, model, curve_kind="validation" if val else "training", **rule)
+        self.curves[model] = {"train": train, "val": val, "convergence": conv.as_record()}
+        return conv
+
+    def margin(self, claim_id: str) -> float:
+        """δ of a comparison claim, as its claims file states it (an error if it states none)."""
+        c = self._claim(claim_id)
+        if c.margin is None:
+            raise ValueError(f"claim {claim_id!r} of {self.chapter!r} is decided as a comparison but its claims file "
+                             f"states no margin: add `margin:` and `margin_reason:` before running")
+        return c.margin
+
+    def compare(self, claim_id: str, a, b, **kwargs: Any) -> Verdict:
+        """:func:`~companion.results.comparison.comparison_verdict` with the claim's margin and implementation note
+        from the claims file (an ``implementation`` keyword adds to the file's note)."""
+        from .comparison import comparison_verdict
+
+        c = self._claim(claim_id)
+        note = "; ".join(x for x in (c.implementation, kwargs.pop("implementation", None)) if x) or None
+        return comparison_verdict(a, b, margin=self.margin(claim_id), implementation=note, **kwargs)
+
+    def _claim(self, claim_id: str) -> Claim:
+        if claim_id not in self.claims.claims:
+            raise KeyError(f"claim {claim_id!r} not in claims file of {self.chapter!r}: "
+                           f"{', '.join(self.claims.claims)}")
+        return self.claims.claims[claim_id]
+
+    def _check_comparison(self, claim_id: str, evidence: Mapping[str, Any]) -> None:
+        """A comparison (a paired interval) must carry its claim's stated margin and its seed count."""
+        for ev in [evidence, *(evidence.get("parts") or [])]:
+            test = str(ev.get("test", ""))
+            if not (test.startswith("paired bootstrap") or test.startswith("non-inferiority")):
+                continue
+            if "margin" not in ev or "seeds" not in ev:
+                raise ValueError(f"claim {claim_id!r}: a comparison is recorded through Results.compare (margin from "
+                                 f"the claims file, seeds, convergence), not a bare paired interval")
+            stated = self.margin(claim_id)
+            if not math.isclose(float(ev["margin"]), stated, rel_tol=1e-12, abs_tol=0.0):
+                raise ValueError(f"claim {claim_id!r}: decided with margin {ev['margin']!r}, but the claims file "
+                                 f"states {stated!r}")
+
     # -- scoreboard
     def record(self, claim_id: str, *, reproduced: Any, verdict: Verdict | None = None,
                reason: str | None = None) -> dict:
@@ -266,16 +337,20 @@ class Results:
             paper                the paper's value(s), from the claims file
             reproduced           what this run measured
             holds                true | false | null (undecided)
-            reason               why not true: "inconclusive: ...", "degenerate: ...", "reversed: ...", "not run: ..."
-            evidence             {n, effect, ci: [low, high] | null, test}: what the verdict rests on (null if not
-                                 evaluated)
+            outcome              holds | reversed | does not hold | equivalent | inconclusive | indicative |
+                                 under-trained | undecided | degenerate | not measured (companion.results.verdict)
+            reason               why not true: "inconclusive: ...", "indicative (single run ...)", "reversed: ..."
+            evidence             {n, effect, ci: [low, high] | null, test, ...}: what the verdict rests on (null if
+                                 not evaluated); a comparison adds margin, claim, seeds, per_seed_effects,
+                                 trained, converged {model: true | false | null}, convergence (details), leaning,
+                                 implementation, and "runs": "single run" where one run decided
+            margin_reason        a comparison's stated reason for its margin, from the claims file
             scale, data, scope   where the verdict holds: every record, holding or not, carries its scale and data
 
         A decided claim comes from a verdict rule of :mod:`companion.results.verdict` (interval or stated
-        threshold); a claim this run cannot evaluate passes ``verdict=None`` and a ``reason``."""
-        if claim_id not in self.claims.claims:
-            raise KeyError(f"claim {claim_id!r} not in claims file of {self.chapter!r}: "
-                           f"{', '.join(self.claims.claims)}")
+        threshold); a comparison between methods comes from :meth:`compare`; a claim this run cannot evaluate
+        passes ``verdict=None`` and a ``reason``."""
+        c = self._claim(claim_id)
         if verdict is None:
             if not reason:
                 raise ValueError(f"claim {claim_id!r}: give a verdict (companion.results.verdict) or, when it cannot "
@@ -288,11 +363,13 @@ class Results:
         if verdict.holds is not None and not (verdict.evidence or {}).get("test"):
             raise ValueError(f"claim {claim_id!r}: a decided claim needs evidence with its test; use a rule of "
                              f"companion.results.verdict")
-        c = self.claims.claims[claim_id]
+        self._check_comparison(claim_id, verdict.evidence or {})
         rec = {"id": c.id, "statement": c.statement, "kind": c.kind, "paper": c.paper_value,
-               "reproduced": reproduced, "holds": verdict.holds, "reason": verdict.reason,
+               "reproduced": reproduced, "holds": verdict.holds, "outcome": verdict.outcome, "reason": verdict.reason,
                "evidence": dict(verdict.evidence) or None, "scale": self.scale, "data": self.data_label,
                "scope": f"scale {self.scale}; data: {self.data_label}"}
+        if c.margin is not None:
+            rec["margin_reason"] = c.margin_reason
         self.records[claim_id] = rec
         return rec
 
@@ -320,4 +397,6 @@ class Results:
         }
         atomic_write_json(self.dir / "provenance.json", prov)
         atomic_write_json(self.dir / "index.json", self.index)
+        if self.curves:
+            atomic_write_json(self.dir / "curves.json", self.curves)
         return prov

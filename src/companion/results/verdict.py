@@ -1,22 +1,40 @@
 """Verdict rules: how every chapter decides whether a claim holds.  The one place where they are written.
 
 A reproduced number moves between machines (floating-point reductions differ between CPUs, training drifts) and
-between seeds, so a verdict never rests on the sign of a small mean difference:
+between training seeds, so a verdict never rests on the sign of a small mean difference.
 
-* **Per-case comparisons** (method A better than method B over the same test cases) are decided from the paired
-  per-case differences ``d_i = A_i - B_i`` by :func:`paired_verdict`: a 95 % bootstrap confidence interval of their
-  mean (``scipy.stats.bootstrap``, ``paired=True``, BCa, 9 999 resamples, fixed seed).  ``holds`` is ``True`` when
-  the whole interval lies on the paper's side of zero, ``False`` when it lies on the other side, and ``None``
-  (*inconclusive*) when it spans zero or there are fewer than :data:`MIN_CASES` cases.  Where a chapter trains
-  several seeds, every seed's mean difference must also lie on the interval's side.
-* **Guards**: a comparison in which either method is degenerate (:func:`degenerate_predictions`,
-  :func:`stalled_loss`) is ``None`` with reason ``degenerate: ...`` -- never a win -- whatever the interval says.
+**Outcomes.**  Every verdict has ``holds`` (True / False / None) and an ``outcome`` word that says more:
+
+==============  =======  ===============================================================================
+outcome         holds    meaning
+==============  =======  ===============================================================================
+holds           True     the claim holds at this scale on this data
+reversed        False    a comparison came out the other way, beyond the stated margin, *and* it was earned
+                         (enough seeds, converged models, an implementation note: :mod:`.comparison`)
+does not hold   False    a threshold or property rule failed (a cost ratio below its threshold, ...)
+equivalent      None     no practical difference: the whole interval lies inside the stated margin ±δ
+inconclusive    None     the interval is too wide to decide, or the seeds disagree
+indicative      None     decided on a single training run (or fewer seeds than the rule needs): a
+                         direction (``leaning``), not a verdict
+under-trained   None     a model of the comparison had not converged (:mod:`.convergence`)
+undecided       None     decided by the interval, but an item a reversal needs is missing (named)
+degenerate      None     a method collapsed (:mod:`.guards`): a contest between failures is never a win
+not measured    None     nothing to decide on at this scale
+==============  =======  ===============================================================================
+
+* **Comparisons between methods** (method A better than method B over the same test cases) are decided by
+  :func:`companion.results.comparison.comparison_verdict`: a margin δ stated in the claims file before the run,
+  the training seeds pooled with the cases in the interval, the models' convergence, and for a reversal an
+  implementation note.  :func:`paired_verdict` below is its statistical core (the interval against zero, no
+  margin, no training rules); :meth:`companion.results.Results.record` refuses a comparison recorded without a
+  margin and a seed count.
 * **Thresholds**: claims that are not per-case comparisons (a cost ratio, a slope, a property of the code) are
   decided by :func:`threshold_verdict` or :func:`property_verdict`, which say the rule they applied in
   ``evidence.test``.
+* **Guards** (:mod:`.guards`): a comparison in which either method is degenerate is ``degenerate: ...``.
 
-Each verdict carries ``evidence = {n, effect, ci, test}``; :meth:`companion.results.Results.record` writes it into
-the scoreboard beside ``holds`` and ``reason``.
+Each verdict carries ``evidence = {n, effect, ci, test, ...}``; :meth:`companion.results.Results.record` writes it
+into the scoreboard beside ``holds``, ``outcome`` and ``reason``.
 """
 from __future__ import annotations
 
@@ -26,6 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+
+from .guards import degenerate_predictions, no_better_than, stalled_loss  # noqa: F401  (the rules' guards, re-exported)
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 9999
@@ -37,13 +57,38 @@ _OPS: dict[str, Callable[[float, float], bool]] = {">": operator.gt, ">=": opera
                                                    "<=": operator.le, "==": operator.eq}
 
 
+OUTCOMES = ("holds", "reversed", "does not hold", "equivalent", "inconclusive", "indicative", "under-trained",
+            "undecided", "degenerate", "not measured")
+
+
+def outcome_of(holds: bool | None, reason: str | None) -> str:
+    """The outcome word of a verdict made without one: from ``holds`` and the first word of its reason."""
+    if holds is True:
+        return "holds"
+    head = (reason or "").split(":", 1)[0].strip().lower()
+    if holds is False:
+        return "reversed" if head in ("reversed", "worse") else "does not hold"
+    for word in OUTCOMES:
+        if head == word or head.startswith(word):
+            return word
+    return "not measured" if head.startswith(("not ", "no ")) else "inconclusive"
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """``holds`` (True / False / None for undecided), the ``reason`` (required unless it holds) and the
-    ``evidence`` it rests on: ``{n, effect, ci, test}`` (``ci`` is None for threshold rules)."""
+    """``holds`` (True / False / None for undecided), the ``reason`` (required unless it holds), the ``evidence``
+    it rests on (``{n, effect, ci, test, ...}``; ``ci`` is None for threshold rules) and the ``outcome`` word
+    (see this module's table; derived from ``holds`` and the reason when not given)."""
     holds: bool | None
     reason: str | None
     evidence: dict[str, Any] = field(default_factory=dict)
+    outcome: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.outcome:
+            object.__setattr__(self, "outcome", outcome_of(self.holds, self.reason))
+        elif self.outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}, got {self.outcome!r}")
 
 
 def _num(x: float) -> str:
@@ -198,61 +243,33 @@ def property_verdict(ok: bool | None, *, test: str, failure: str, n: int | None 
     return Verdict(True, None, evidence) if ok else Verdict(False, failure, evidence)
 
 
-# ----------------------------------------------------------------------------------------------- guards
-def degenerate_predictions(masks: Iterable[np.ndarray], name: str, *, max_fraction: float = 0.5) -> str | None:
-    """A finding when more than ``max_fraction`` of ``name``'s predicted binary maps are empty or all foreground
-    (a collapsed model), else None."""
-    masks = list(masks)
-    empty = sum(1 for m in masks if not np.any(m))
-    full = sum(1 for m in masks if np.all(m))
-    if masks and (empty + full) > max_fraction * len(masks):
-        parts = [f"{k} empty" for k in [empty] if k] + [f"{k} all-foreground" for k in [full] if k]
-        return f"{name} predicts {' and '.join(parts)} maps on {empty + full} of {len(masks)} cases"
-    return None
-
-
-def stalled_loss(values: Sequence[float], name: str, *, min_drop: float = 0.05) -> str | None:
-    """A finding when ``name``'s training loss never left its starting value: the last value is within
-    ``min_drop`` (relative) of the first, or a value is not finite."""
-    v = np.asarray(list(values), float)
-    if len(v) == 0:
-        return None
-    if not np.all(np.isfinite(v)):
-        return f"{name}'s training loss is not finite"
-    if len(v) >= 2 and v[-1] > v[0] * (1 - min_drop):
-        return f"{name}'s training loss never left its starting value ({_num(v[0])} → {_num(v[-1])})"
-    return None
-
-
-def no_better_than(values: Sequence[float], floor: Sequence[float], name: str, floor_name: str, *,
-                   better: str = "higher") -> str | None:
-    """A finding when ``name``'s mean score is not better than that of a trivial prediction on the same cases (e.g.
-    "the whole brain marked as tumour"): the method has not found the structure, and a comparison between two such
-    methods is a contest between failures, not a win."""
-    if better not in BETTER:
-        raise ValueError(f"better must be one of {BETTER}, got {better!r}")
-    v, f = np.asarray(list(values), float), np.asarray(list(floor), float)
-    if v.shape != f.shape:
-        raise ValueError(f"values and floor need the same cases, got {v.shape} and {f.shape}")
-    keep = np.isfinite(v) & np.isfinite(f)
-    if not keep.any():
-        return None
-    mv, mf = float(v[keep].mean()), float(f[keep].mean())
-    if (mv <= mf) if better == "higher" else (mv >= mf):
-        return f"{name} is no better than {floor_name} (mean {_num(mv)} against {_num(mf)})"
-    return None
-
 
 def all_of(verdicts: Sequence[Verdict]) -> Verdict:
-    """One verdict from several rules that must all hold: false if any is false, undecided if any is undecided."""
+    """One verdict from several rules that must all hold: false if any is false, undecided if any is undecided.
+
+    The parts' evidence is kept whole in ``evidence.parts`` (their intervals included); ``ci`` is the interval when
+    exactly one part has one.  The outcome is ``holds``, the first false part's outcome, or the first undecided
+    part's outcome."""
+    if not verdicts:
+        raise ValueError("all_of needs at least one verdict")
     holds: bool | None = True
     if any(v.holds is False for v in verdicts):
         holds = False
     elif any(v.holds is None for v in verdicts):
         holds = None
+    outcome = "holds" if holds else next(v.outcome for v in verdicts if v.holds is holds)
     reasons = [v.reason for v in verdicts if v.reason and v.holds is not True]
     effects = [v.evidence.get("effect") for v in verdicts]
+    cis = [v.evidence.get("ci") for v in verdicts if v.evidence.get("ci") is not None]
+    parts = [{"outcome": v.outcome, **dict(v.evidence)} for v in verdicts]
     evidence = {"n": verdicts[0].evidence.get("n"),
                 "effect": effects[0] if all(e == effects[0] for e in effects) else effects,  # one quantity, two bounds
-                "ci": None, "test": " and ".join(v.evidence.get("test", "") for v in verdicts)}
-    return Verdict(holds, "; ".join(reasons) or None, evidence)
+                "ci": cis[0] if len(cis) == 1 else None,
+                "test": " and ".join(v.evidence.get("test", "") for v in verdicts),
+                "parts": parts}
+    for key in ("margin", "seeds"):  # a comparison's fields, where every comparing part shares them
+        vals = [p[key] for p in parts if key in p]
+        if vals and all(x == vals[0] for x in vals):
+            evidence[key] = vals[0]
+    return Verdict(holds, "; ".join(reasons) or None, evidence, outcome)
+
