@@ -1,5 +1,5 @@
 # Two commands a reader needs (see README):
-#   make book [SCALE=laptop|ci|paper] [STUDENT=1] [FORCE=1]
+#   make book [SCALE=laptop|ci|paper] [STUDENT=1] [FORCE=1] [SEEDS=3,4,5] [THREADS=1]
 #                                       execute every chapter with papermill (reusing cached executions whose inputs
 #                                       did not change; FORCE=1 re-executes) and build _build/html; STUDENT=1 leaves
 #                                       the exercises' solutions out
@@ -12,6 +12,8 @@ VENV   ?= .venv
 SCALE  ?= laptop
 STUDENT ?=
 FORCE  ?=
+SEEDS  ?=
+THREADS ?=
 yes     = $(filter 1 yes true,$(1))
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
@@ -28,7 +30,7 @@ $(STAMP): pyproject.toml requirements/lock.txt
 	@touch $@
 
 book: $(STAMP)
-	$(PY) -m companion book --scale $(SCALE) $(if $(call yes,$(STUDENT)),--student) $(if $(call yes,$(FORCE)),--force)
+	$(PY) -m companion book --scale $(SCALE) $(if $(call yes,$(STUDENT)),--student) $(if $(call yes,$(FORCE)),--force) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(THREADS),--threads $(THREADS))
 
 reference: $(STAMP)
 	$(PY) -m companion book --scale laptop

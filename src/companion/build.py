@@ -23,7 +23,7 @@ from pathlib import Path
 from . import launch
 from .data.manifests import load_manifests
 from .results import atomic_write_bytes, report_markdown, results_root
-from .scales import get_scale
+from .scales import SEEDS_ENV, THREADS_ENV, get_scale
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -272,7 +272,9 @@ def execute_chapters(scale: str, chapters: list[str], *, results: Path, stage: P
     cache_dir = Path(cache_dir or repo / "_build" / "executed-cache")
     out_rel = Path(results).resolve()
     params = {"output_dir": str(out_rel.relative_to(repo)) if out_rel.is_relative_to(repo) else str(out_rel),
-              **(parameters or {})}
+              **(parameters or {}),
+              # the training seeds and threads reach the kernels through the environment: part of the key
+              "seeds": os.environ.get(SEEDS_ENV, ""), "threads": os.environ.get(THREADS_ENV, "")}
     executed = []
     for ch in chapters:
         out = stage / CHAPTERS[ch]

@@ -14,7 +14,7 @@ import numpy as np
 from .data.download import DataAccessError, verify
 from .data.manifests import load_manifests
 from .results import Results
-from .scales import CHAPTER_DATA, chapter_config, get_scale
+from .scales import CHAPTER_DATA, chapter_config, get_scale, run_settings
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -95,6 +95,8 @@ class ChapterRun:
     seed: int
     cfg: dict[str, Any]
     results: Results
+    seeds: tuple[int, ...] = (0,)  # training seeds of the headline comparisons (the first is ``seed``)
+    threads: int | None = None  # torch's CPU threads (None: torch's default)
 
     def __repr__(self) -> str:  # shown in the notebook: what the chapter runs with, no path of this machine
         where = self.results.dir.resolve()
@@ -103,22 +105,33 @@ class ChapterRun:
         except ValueError:
             where = Path("…") / where.relative_to(where.parents[2])  # <results root>/<chapter>/<scale>: its tail
         overrides = ", ".join(f"{k}={v!r}" for k, v in (self.results.params.get("overrides") or {}).items())
-        return (f"chapter {self.chapter}: scale {self.scale}, data {self.data}, seed {self.seed}, "
-                f"device {self.device}, overrides {overrides or 'none'}; results in {where.as_posix()}")
+        seeds = ", ".join(map(str, self.seeds))
+        return (f"chapter {self.chapter}: scale {self.scale}, data {self.data}, seed {self.seed} (training seeds "
+                f"{seeds}), threads {self.threads or 'default'}, device {self.device}, overrides "
+                f"{overrides or 'none'}; results in {where.as_posix()}")
 
 
 def start(chapter: str, *, scale: str = "laptop", data: str = "default", device: str = "auto", seed: int = 0,
           output_dir: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None) -> ChapterRun:
-    """Validate every notebook parameter, seed all RNGs and open ``results/<chapter>/<scale>/``."""
+    """Validate every notebook parameter, seed all RNGs, set torch's thread count and open
+    ``results/<chapter>/<scale>/``.  The training seeds and threads come from
+    :func:`companion.scales.run_settings` (``$COMPANION_SEEDS``, ``$COMPANION_THREADS``, else the scale's); the
+    first training seed is the run's ``seed``."""
+    import torch
+
     get_scale(scale)
     cfg = chapter_config(chapter, scale, overrides)
     dev = resolve_device(device)
+    seeds, threads = run_settings(scale, seed)
+    seed = seeds[0]
     seed_everything(seed)
+    if threads:
+        torch.set_num_threads(threads)
     data_id, label = resolve_data(chapter, scale, data)
-    params = {"scale": scale, "data": data_id, "device": dev, "seed": seed, "overrides": dict(overrides or {}),
-              "config": cfg}
+    params = {"scale": scale, "data": data_id, "device": dev, "seed": seed, "seeds": list(seeds),
+              "threads": threads or torch.get_num_threads(), "overrides": dict(overrides or {}), "config": cfg}
     results = Results(chapter, scale, root=output_dir, seed=seed, data_label=label, params=params)
-    return ChapterRun(chapter, scale, data_id, dev, seed, cfg, results)
+    return ChapterRun(chapter, scale, data_id, dev, seed, cfg, results, seeds, threads)
 
 
 def training_arguments(ap: Any, methods: Mapping[str, Any]) -> None:

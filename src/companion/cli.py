@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -123,8 +124,20 @@ def cmd_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_settings(args: argparse.Namespace) -> None:
+    """``--seeds`` / ``--threads`` reach the notebook kernels through the environment (companion.scales)."""
+    from .scales import SEEDS_ENV, THREADS_ENV, parse_seeds, parse_threads
+
+    if getattr(args, "seeds", None):
+        os.environ[SEEDS_ENV] = ",".join(map(str, parse_seeds(args.seeds)))
+    if getattr(args, "threads", None):
+        os.environ[THREADS_ENV] = str(parse_threads(args.threads))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .build import execute_chapter
+
+    _run_settings(args)
     from .results import results_root
 
     import yaml
@@ -144,6 +157,7 @@ def cmd_book(args: argparse.Namespace) -> int:
     from .build import build
 
     try:
+        _run_settings(args)
         build(args.scale, strict=args.strict, chapters=args.chapters, results=args.results, student=args.student,
               force=args.force)
     except ValueError as exc:
@@ -167,6 +181,12 @@ def cmd_launch_cell(args: argparse.Namespace) -> int:
     if not stale:
         print(f"every notebook's first cell installs from {url} (branch {branch})")
     return 1 if stale and args.check else 0
+
+
+def _seed_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", help="training seeds, e.g. 3,4,5 (default: the scale's, counted from the notebook's "
+                                   "seed); a second run as another machine would differs in seeds and threads")
+    p.add_argument("--threads", help="torch CPU threads, e.g. 1 (default: the scale's, else all cores)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ru.add_argument("-p", "--param", action="append", help="notebook parameter key=value (YAML value)")
     ru.add_argument("--results")
     ru.add_argument("--out")
+    _seed_options(ru)
     ru.set_defaults(func=cmd_run)
     b = sub.add_parser("book", help="execute every chapter and build the HTML book")
     b.add_argument("--scale", default="laptop", choices=scale_names())
@@ -224,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           "the downloadable notebooks")
     b.add_argument("--force", action="store_true", help="re-execute every chapter, even where the cached "
                                                         "execution in _build/executed-cache is up to date")
+    _seed_options(b)
     b.set_defaults(func=cmd_book)
     lc = sub.add_parser("launch-cell", help="rewrite every notebook's first cell (which installs companion on "
                                             "Colab/Binder/JupyterHub) from _config.yml's repository setting")

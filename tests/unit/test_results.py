@@ -25,6 +25,9 @@ claims:
   - id: a-beats-b
     statement: "A beats B on Dice."
     paper_value: {A: 0.9, B: 0.8}
+    margin: 1.0
+    margin_reason: "one Dice point"
+    implementation: "toy formula, checked by hand"
   - id: never-run
     statement: "Something this run does not evaluate."
   - id: a-check
@@ -87,6 +90,42 @@ def test_record_rules(tmp_path, claims_dir):
         res.record("a-beats-b", reproduced=1, verdict=ok, reason="why")
     with pytest.raises(KeyError):
         res.paper_table(7, pd.DataFrame())
+    # a comparison goes through Results.compare: a bare interval, or another margin than the claims file's, is refused
+    a, b = np.arange(10.0) + 5, np.arange(10.0)
+    with pytest.raises(ValueError, match="Results.compare"):
+        res.record("a-beats-b", reproduced=1, verdict=paired_verdict(a, b, better="higher"))
+    from companion.results.comparison import comparison_verdict
+
+    with pytest.raises(ValueError, match="states 1.0"):
+        res.record("a-beats-b", reproduced=1,
+                   verdict=comparison_verdict(a, b, better="higher", margin=0.5, trained=False))
+    rec = res.record("a-beats-b", reproduced=1, verdict=res.compare("a-beats-b", a, b, better="higher",
+                                                                    trained=False))
+    assert rec["outcome"] == "holds" and rec["evidence"]["margin"] == 1.0 and rec["margin_reason"] == "one Dice point"
+    with pytest.raises(ValueError, match="states no margin"):
+        res.compare("never-run", a, b, better="higher")
+
+
+def test_claims_file_margin_needs_a_reason(tmp_path, claims_dir):
+    (claims_dir / "bad.yaml").write_text("chapter: bad\ntitle: t\nclaims:\n  - id: x\n    statement: s\n"
+                                         "    margin: 0.01\n")
+    with pytest.raises(ValueError, match="margin_reason"):
+        contract.load_claims("bad")
+    (claims_dir / "bad.yaml").write_text("chapter: bad\ntitle: t\nclaims:\n  - id: x\n    statement: s\n"
+                                         "    margin: -1\n    margin_reason: r\n")
+    with pytest.raises(ValueError, match="non-negative"):
+        contract.load_claims("bad")
+
+
+def test_training_curves_are_recorded_with_their_convergence(tmp_path, claims_dir):
+    res = R.Results("toy", "ci", root=tmp_path)
+    c = res.training_curve("net", train=np.linspace(1, 0.2, 20), val=0.3 + np.exp(-np.arange(20) / 2))
+    assert c.converged is True and c.curve == "validation"  # read on the validation curve where there is one
+    assert res.training_curve("still", train=np.linspace(1, 0.2, 20)).converged is False
+    res.finish()
+    curves = json.loads((tmp_path / "toy" / "ci" / "curves.json").read_text())
+    assert set(curves) == {"net", "still"} and len(curves["net"]["train"]) == 20
+    assert curves["still"]["convergence"]["converged"] is False and curves["still"]["val"] is None
 
 
 def _toy_run(root, scale="laptop", a_shift=5.0, table_value=0.7):
@@ -95,7 +134,8 @@ def _toy_run(root, scale="laptop", a_shift=5.0, table_value=0.7):
     a = b + a_shift + rng.normal(0, 1, 12)
     res = R.Results("toy", scale, root=root, data_label="offline stand-in: toy")
     res.record("a-beats-b", reproduced={"A": a.mean(), "B": b.mean()},
-               verdict=paired_verdict(a, b, better="higher", names=("A", "B"), metric="Dice"))
+               verdict=res.compare("a-beats-b", a, b, better="higher", names=("A", "B"), metric="Dice",
+                                   trained=False))
     res.record("never-run", reproduced=None, reason="not run: needs data we do not have")
     res.record("a-check", reproduced=1.2, verdict=threshold_verdict(1.2, "<=", 1.5, what="slope"))
     t = res.paper_table(1, pd.DataFrame({"Dice": [a.mean() / 100, table_value]},
@@ -127,10 +167,12 @@ def test_report_separates_paper_claims_and_checks_and_shows_reference(tmp_path, 
     # the statement and the evidence folded below it
     i = next(k for k, line in enumerate(lines) if "`a-beats-b`" in line)
     assert lines[i].startswith("{bdg-success}`holds` `a-beats-b` · paper ")
-    assert lines[i].endswith(" · reference (laptop): does not hold")
+    assert lines[i].endswith(" · reference (laptop): reversed")
+    assert any(line.startswith("**Margin:** ±1 (one Dice point)") for line in lines[i:])
     assert lines[i + 2] == ":::{dropdown} A beats B on Dice."
     evidence = next(line for line in lines[i:] if line.startswith("**Evidence:**"))
-    assert "n = 12" in evidence and "95 % CI [" in evidence and evidence.endswith("paired bootstrap")
+    assert "n = 12" in evidence and "95 % CI [" in evidence and "paired bootstrap" in evidence
+    assert "margin ±1" in evidence
     assert not any(line.startswith("|") for line in lines), "no wide tables"
     assert "at scale `ci` on this data only: offline stand-in: toy" in md
     assert "No scoreboards" in R.report_markdown(tmp_path / "empty")
@@ -191,6 +233,18 @@ def test_compare_catches_a_changed_value_and_a_flipped_verdict(tmp_path, claims_
     (run / "scoreboard.json").write_text(json.dumps(board))
     assert main(["compare", str(run), str(ref)]) == 0 and main(["compare", str(run), str(ref), "--strict"]) == 1
     assert main(["compare", str(tmp_path / "missing")]) == 2
+    # a single run's direction reversing between two runs is a flip too (what a second machine did to chapter 1)
+    board["claims"][0].update(holds=None, outcome="indicative", reason="indicative (single run ...)")
+    board["claims"][0]["evidence"]["leaning"] = "reversed"
+    (run / "scoreboard.json").write_text(json.dumps(board))
+    refb = json.loads((ref / "scoreboard.json").read_text())
+    refb["claims"][0].update(holds=None, outcome="indicative", reason="indicative (single run ...)")
+    refb["claims"][0]["evidence"]["leaning"] = "holds"
+    (ref / "scoreboard.json").write_text(json.dumps(refb))
+    assert [c["id"] for c in compare(run, ref).flips] == ["a-beats-b"]
+    board["claims"][0]["evidence"]["leaning"] = "holds"
+    (run / "scoreboard.json").write_text(json.dumps(board))
+    assert compare(run, ref).flips == []
 
 
 def test_json_handles_nan_and_numpy(tmp_path):

@@ -1,7 +1,9 @@
 """``companion compare RUN_DIR [REFERENCE_DIR]``: lay a chapter run beside a reference run.
 
-* every claim: this run's verdict beside the reference's; a **flip** is a decided verdict reversed (holds true in
-  one, false in the other); a **change** is decided in one and undecided in the other.  A run's effect outside the
+* every claim: this run's outcome beside the reference's; a **flip** is the two runs pointing opposite ways (holds in
+  one, reversed or does not hold in the other -- a single run's *leaning* counts, since a second machine flipping
+  a single-run direction is exactly what verdicts on one run cannot survive); a **change** is any other difference
+  of outcome (decided in one and undecided in the other, equivalent against holds, ...).  A run's effect outside the
   reference's confidence interval is flagged.
 * every table value: this run's, the reference's and the difference; a value further from the reference than
   ``atol + rtol * |reference|`` (or present in only one) is flagged.
@@ -19,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from .report import VERDICT_TEXT, fmt_value
+from .report import fmt_value, outcome, outcome_text
 from .reference import reference_dir
 
 RTOL = 0.10
@@ -57,12 +59,23 @@ def _float(x: str) -> float | None:
         return None
 
 
-def _claim_status(run: bool | None, ref: bool | None) -> str:
-    if run == ref:
-        return "same"
-    if run is not None and ref is not None:
+def direction(rec: dict[str, Any]) -> int:
+    """+1 for the paper's side (holds, or a single run / undecided comparison leaning that way), -1 against it
+    (reversed, does not hold, or leaning reversed), 0 otherwise (equivalent, inconclusive, degenerate, ...)."""
+    if rec.get("holds") is True:
+        return 1
+    if rec.get("holds") is False:
+        return -1
+    lean = (rec.get("evidence") or {}).get("leaning")
+    return {"holds": 1, "reversed": -1}.get(lean, 0)
+
+
+def _claim_status(run: dict[str, Any], ref: dict[str, Any]) -> str:
+    """"flipped": the two runs point opposite ways (a decided verdict reversed, or a single run's direction
+    reversed -- exactly what a second machine did to chapter 1); "changed": the outcome word differs otherwise."""
+    if direction(run) * direction(ref) < 0:
         return "flipped"
-    return "changed"
+    return "same" if outcome(run) == outcome(ref) and run.get("holds") == ref.get("holds") else "changed"
 
 
 def compare_claims(run_board: dict, ref_board: dict, rtol: float = RTOL) -> list[dict[str, Any]]:
@@ -75,7 +88,7 @@ def compare_claims(run_board: dict, ref_board: dict, rtol: float = RTOL) -> list
             rows.append({"id": cid, "run": None, "reference": None, "status": "changed",
                          "note": "only in the " + ("reference" if a is None else "run")})
             continue
-        row = {"id": cid, "run": a["holds"], "reference": b["holds"], "status": _claim_status(a["holds"], b["holds"]),
+        row = {"id": cid, "run": outcome_text(a), "reference": outcome_text(b), "status": _claim_status(a, b),
                "note": ""}
         ea, eb = a.get("evidence") or {}, b.get("evidence") or {}
         xa, xb = ea.get("effect"), eb.get("effect")
@@ -149,12 +162,12 @@ def compare(run_dir: str | Path, reference: str | Path | None = None, *, rtol: f
 def comparison_text(cmp: Comparison, *, all_cells: bool = True) -> str:
     lines = [f"run:       {cmp.run}", f"reference: {cmp.reference}", "",
              f"verdicts: {len(cmp.claims)} claims, {len(cmp.flips)} flipped, "
-             f"{len(cmp.changes) - len(cmp.flips)} changed (decided <-> undecided)"]
+             f"{len(cmp.changes) - len(cmp.flips)} changed (another outcome, not the other way)"]
     w = max([len(c["id"]) for c in cmp.claims] + [5])
     for c in cmp.claims:
         mark = {"same": " ", "changed": "~", "flipped": "!"}[c["status"]]
-        lines.append(f" {mark} {c['id']:<{w}}  run: {VERDICT_TEXT[c['run']]:<13}  reference: "
-                     f"{VERDICT_TEXT[c['reference']]:<13}  {c['note']}")
+        lines.append(f" {mark} {c['id']:<{w}}  run: {str(c['run'] or '–'):<22}  reference: "
+                     f"{str(c['reference'] or '–'):<22}  {c['note']}")
     lines += ["", f"table values: {len(cmp.cells)} compared, {len(cmp.flagged)} flagged (beyond tolerance or "
                   f"present on one side only)"]
     for c in (cmp.cells if all_cells else cmp.flagged):

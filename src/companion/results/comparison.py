@@ -38,8 +38,8 @@ above -δ and is reversed ("worse") when it lies below -δ.
 
 **Training requirements** (``trained=True``, the default: a comparison that involves a trained model):
 a decided outcome needs ``min_seeds`` (3) seeds, else it is **indicative** (its direction is kept in
-``evidence.leaning``; the evidence says ``single run``); it needs every model's convergence recorded and true, else
-it is **under-trained**; and a reversal needs an ``implementation`` note naming what the code was checked against,
+``evidence.leaning``; the evidence says ``single run``); it needs every model's convergence recorded (else **undecided**) and true (else
+**under-trained**); and a reversal needs an ``implementation`` note naming what the code was checked against,
 else it is **undecided** with the missing item named.  A comparison between methods that involve no training
 (``trained=False``: a formula, a classical registration, a data property) skips the seed and convergence items; a
 reversal still needs its implementation note.
@@ -198,7 +198,7 @@ def comparison_verdict(a: Sequence[float] | Sequence[Sequence[float]], b: Sequen
     says = f"the interval says {word}: {ci_text} {side} (n = {n})"
     if trained:
         if not conv_recorded:
-            return verdict(None, "under-trained", f"under-trained: convergence not recorded; {says}", leaning=raw)
+            return verdict(None, "undecided", f"undecided: no model's convergence was recorded; {says}", leaning=raw)
         if not_converged:
             return verdict(None, "under-trained", "under-trained: " + "; ".join(not_converged) + f"; {says}",
                            leaning=raw)

@@ -11,8 +11,26 @@ import pandas as pd
 
 from .contract import results_root
 from .reference import reference_dir
+from .verdict import outcome_of
 
 VERDICT_TEXT = {True: "holds", False: "does not hold", None: "undecided"}
+# the badge of each outcome (companion.results.verdict): green holds, red against, blue no practical difference,
+# grey a single run's direction, amber undecided for a named reason
+OUTCOME_BADGE = {"holds": "success", "reversed": "danger", "does not hold": "danger", "equivalent": "info",
+                 "indicative": "secondary", "inconclusive": "warning", "under-trained": "warning",
+                 "undecided": "warning", "degenerate": "warning", "not measured": "light"}
+
+
+def outcome(rec: dict[str, Any]) -> str:
+    """A scoreboard record's outcome word (records written before outcomes existed: derived from holds/reason)."""
+    return rec.get("outcome") or outcome_of(rec.get("holds"), rec.get("reason"))
+
+
+def outcome_text(rec: dict[str, Any]) -> str:
+    """The outcome as a reader sees it; an indicative or undecided comparison names the way it leans."""
+    word = outcome(rec)
+    lean = (rec.get("evidence") or {}).get("leaning")
+    return f"{word} ({'would hold' if lean == 'holds' else 'leans ' + lean})" if lean and word != lean else word
 KIND_TEXT = {"paper": "Claims of the paper", "check": "The book's own checks (not claims of the paper)"}
 
 
@@ -55,6 +73,17 @@ def fmt_evidence(ev: dict[str, Any] | None, short: bool = False) -> str:
         parts.append(f"measured {fmt_value(eff, 3)}")
     if ev.get("per_seed_effects"):
         parts.append("per seed " + ", ".join(f"{x:+.3g}" for x in ev["per_seed_effects"]))
+    if "margin" in ev:
+        parts.append(f"margin ±{ev['margin']:g}")
+        if ev.get("trained", True):
+            parts.append(ev.get("runs") or f"{ev.get('seeds')} seeds")
+        conv = ev.get("converged")
+        if conv:
+            parts.append("converged: " + ", ".join(f"{m} {fmt_value(c)}" for m, c in conv.items()))
+        elif ev.get("trained", True):
+            parts.append("convergence not recorded")
+        if ev.get("implementation"):
+            parts.append(f"implementation checked against: {ev['implementation']}")
     test = str(ev.get("test", ""))
     if short:
         test = "paired bootstrap" if test.startswith("paired bootstrap") else test
@@ -71,15 +100,28 @@ def scoreboard_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """The scoreboard as a readable table (for notebooks): one row per claim."""
     rows = [{"claim": r["id"], "kind": "paper claim" if r.get("kind", "paper") == "paper" else "book check",
              "paper": fmt_value(r.get("paper")), "reproduced": fmt_value(r.get("reproduced")),
-             "verdict": VERDICT_TEXT[r["holds"]], "evidence": fmt_evidence(r.get("evidence")),
+             "verdict": outcome_text(r), "evidence": fmt_evidence(r.get("evidence")),
              "reason": r.get("reason") or ""} for r in records]
     return pd.DataFrame(rows).set_index("claim")
 
 
+def _tally(claims: list[dict[str, Any]]) -> list[str]:
+    words = [outcome(c) for c in claims]
+    held = words.count("holds")
+    against = words.count("reversed") + words.count("does not hold")
+    parts = [f"{held} hold", f"{against} do not"]
+    for w, text in (("equivalent", "equivalent"), ("indicative", "indicative (single run)")):
+        if words.count(w):
+            parts.append(f"{words.count(w)} {text}")
+    rest = len(words) - held - against - words.count("equivalent") - words.count("indicative")
+    parts.append(f"{rest} undecided")
+    return parts
+
+
 def counts(claims: list[dict[str, Any]]) -> str:
-    held = sum(1 for c in claims if c["holds"] is True)
-    failed = sum(1 for c in claims if c["holds"] is False)
-    return f"{held} of {len(claims)} hold, {failed} do not, {len(claims) - held - failed} undecided"
+    parts = _tally(claims)
+    held = parts[0].split()[0]
+    return f"{held} of {len(claims)} hold, " + ", ".join(parts[1:])
 
 
 def _reference_board(chapter: str, scale: str, reference_root: Path | None) -> tuple[dict | None, str]:
@@ -91,26 +133,35 @@ def _reference_board(chapter: str, scale: str, reference_root: Path | None) -> t
     return None, ""
 
 
-BADGE = {True: "success", False: "danger", None: "warning"}
-
-
 def _counts_short(claims: list[dict[str, Any]]) -> str:
-    held = sum(1 for c in claims if c["holds"] is True)
-    failed = sum(1 for c in claims if c["holds"] is False)
-    return f"{held} hold, {failed} do not, {len(claims) - held - failed} undecided"
+    return ", ".join(_tally(claims))
 
 
 def _claim_block(c: dict[str, Any], ref: dict | None, ref_scale: str) -> list[str]:
     """One claim as a narrow block that wraps at any width: the verdict badge, the id and paper against ours on
     the first line; the statement, reason and evidence folded below."""
-    ref_text = f" · reference ({ref_scale}): {VERDICT_TEXT[ref['holds']]}" if ref else ""
-    lines = [f"{{bdg-{BADGE[c['holds']]}}}`{VERDICT_TEXT[c['holds']]}` `{c['id']}` · "
+    ref_text = f" · reference ({ref_scale}): {outcome_text(ref)}" if ref else ""
+    word = outcome(c)
+    lines = [f"{{bdg-{OUTCOME_BADGE[word]}}}`{outcome_text(c)}` `{c['id']}` · "
              f"paper {fmt_value(c['paper'])} · ours {fmt_value(c['reproduced'])}{ref_text}", "",
              f":::{{dropdown}} {fmt_value(c['statement'])}"]
     if c.get("reason") and c["holds"] is not True:
-        lines.append(f"**Why {VERDICT_TEXT[c['holds']]}:** {fmt_value(c['reason'])}")
+        lines.append(f"**Why {word}:** {fmt_value(c['reason'])}")
         lines.append("")
-    lines += [f"**Evidence:** {fmt_evidence(c.get('evidence'), short=True)}", ":::", ""]
+    lines += [f"**Evidence:** {fmt_evidence(c.get('evidence'), short=True)}", ""]
+    ev = c.get("evidence") or {}
+    if "margin" in ev:
+        seeds = ev.get("runs") or (f"{ev['seeds']} seeds" if ev.get("seeds") else "no training involved")
+        conv = ev.get("converged") or {}
+        conv_text = ("; ".join(f"{m}: {'yes' if v else 'no' if v is False else 'cannot tell'}"
+                               for m, v in conv.items()) if conv else
+                     ("not recorded" if ev.get("trained", True) else "no training involved"))
+        lines += [f"**Margin:** ±{ev['margin']:g}" + (f" ({fmt_value(c['margin_reason'])})"
+                                                       if c.get("margin_reason") else ""), "",
+                  f"**Seeds:** {seeds}", "", f"**Converged:** {conv_text}", "",
+                  f"**Implementation checked against:** {fmt_value(ev.get('implementation')) if ev.get('implementation') else 'no note yet (a reversal needs one)'}",
+                  ""]
+    lines += [":::", ""]
     return lines
 
 

@@ -25,8 +25,8 @@ from .. import metrics
 from ..chapter import ChapterRun
 from ..checkpoints import CheckpointStore, TrainState, array_checksum, train_or_load
 from ..results import style_table
-from ..results.verdict import (Verdict, all_of, no_better_than, noninferior_verdict, paired_verdict, stalled_loss,
-                               threshold_verdict)
+from ..results.guards import no_better_than, stalled_loss
+from ..results.verdict import (Verdict, all_of, threshold_verdict)
 from ..training import world
 from . import ants as ants_mod
 from . import data as sd
@@ -76,8 +76,6 @@ def check(run: ChapterRun) -> None:
         p.append(f"bench_pairs={cfg['bench_pairs']} must be between 0 and n_test={cfg['n_test']}")
     if not 1 <= cfg["figure_subjects"] <= cfg["n_test"]:
         p.append(f"figure_subjects={cfg['figure_subjects']} must be between 1 and n_test={cfg['n_test']}")
-    if cfg["margin"] < 0:
-        p.append("margin (non-inferiority, Dice) must be >= 0")
     if p:
         raise ValueError("settings of chapter sparsevm that cannot work:\n  " + "\n  ".join(p))
 
@@ -532,17 +530,27 @@ def _guards(ev: Eval, names: list[str]) -> list[str | None]:
     return out
 
 
-def compare(ev: Eval, a: str, b: str) -> Verdict:
+def convergence(run: ChapterRun, ev: Eval, names: list[str]) -> list:
+    """Record each network's training loss per epoch (``curves.json``) and check its convergence
+    (:func:`companion.results.convergence.converged`, on the training loss: no validation loss is computed).  ANTs
+    and the no-registration row are not trained and have no entry."""
+    return [run.results.training_curve(n, train=ev.histories[n]) for n in names if n in ev.histories]
+
+
+def compare(run: ChapterRun, claim: str, ev: Eval, a: str, b: str, *, claim_kind: str = "superior",
+            b_name: str | None = None) -> Verdict:
+    """``a`` against ``b`` on per-subject Dice by :meth:`companion.results.Results.compare` (the claim's margin,
+    one training run per network so at most indicative, convergence from the loss curves)."""
     pv = ev.per_subject.pivot(index="subject", columns="method", values="Dice")
-    return paired_verdict(pv[a].to_numpy(), pv[b].to_numpy(), better="higher", names=(a, b), metric="Dice",
-                          guards=_guards(ev, [a, b]))
+    return run.results.compare(claim, pv[a].to_numpy(), pv[b].to_numpy(), better="higher", names=(a, b_name or b),
+                               metric="Dice", claim=claim_kind, guards=_guards(ev, [a, b]),
+                               convergence=convergence(run, ev, [a, b]))
 
 
 def record_claims(run: ChapterRun, ev: Eval, bench: Bench) -> pd.DataFrame:
     """Every claim of the claims file, decided by the shared verdict rules."""
     r, cfg = run.results, run.cfg
     s = summary(ev.per_subject)
-    pv = ev.per_subject.pivot(index="subject", columns="method", values="Dice")
     tests = paired_tests(ev)
 
     def means(names):
@@ -550,15 +558,14 @@ def record_claims(run: ChapterRun, ev: Eval, bench: Bench) -> pd.DataFrame:
 
     slcc = tr.SLCC.name
     r.record("slcc-above-voxelmorph", reproduced={**means([slcc, tr.VM_CC.name]), "share of subjects better": round(
-        float(tests.at[tr.VM_CC.name, "share of subjects SLCC better"]), 3)}, verdict=compare(ev, slcc, tr.VM_CC.name))
-    r.record("slcc-above-smse", reproduced=means([slcc, tr.SMSE.name]), verdict=compare(ev, slcc, tr.SMSE.name))
+        float(tests.at[tr.VM_CC.name, "share of subjects SLCC better"]), 3)}, verdict=compare(run, "slcc-above-voxelmorph", ev, slcc, tr.VM_CC.name))
+    r.record("slcc-above-smse", reproduced=means([slcc, tr.SMSE.name]), verdict=compare(run, "slcc-above-smse", ev, slcc, tr.SMSE.name))
     ants_name = f"{ANTS}, {ants_mod.SETTINGS[cfg['ants_setting']].name}"
     r.record("slcc-not-below-ants",
              reproduced={**means([slcc, ANTS]), "ANTs setting": ants_mod.SETTINGS[cfg["ants_setting"]].name,
                          "share of subjects better": round(float(tests.at[ANTS, "share of subjects SLCC better"]), 3)},
-             verdict=noninferior_verdict(pv[slcc].to_numpy(), pv[ANTS].to_numpy(), margin=cfg["margin"],
-                                         better="higher", names=(slcc, ants_name), metric="Dice",
-                                         guards=_guards(ev, [slcc, ANTS])))
+             verdict=compare(run, "slcc-not-below-ants", ev, slcc, ANTS, claim_kind="noninferior",
+                             b_name=ants_name))
     r.record("slcc-not-below-pbr", reproduced=None, reason=f"not evaluated: {NOT_RUN[PBR]}")
     b = bench.per_pair
     one = b[(b["threads"] == 1) & (b["setting"] == "syncc")] if not b.empty else b
@@ -578,7 +585,7 @@ def record_claims(run: ChapterRun, ev: Eval, bench: Bench) -> pd.DataFrame:
                "ANTs s (1 thread)": round(float(one["ANTs s"].mean()), 1),
                "speed-up (smallest)": round(float(one["speed-up"].min()), 1)}
         r.record("faster-than-ants", reproduced=rep, verdict=ratio)
-        dice_gap = threshold_verdict(float((one["SparseVM Dice"] - one["ANTs Dice"]).min()), ">=", -cfg["margin"],
+        dice_gap = threshold_verdict(float((one["SparseVM Dice"] - one["ANTs Dice"]).min()), ">=", -r.margin("speedup-100x"),
                                      what=f"smallest per-pair Dice difference SparseVM − ANTs {syncc} on the "
                                           f"benchmark pair(s)", n=len(one))
         r.record("speedup-100x", reproduced={**rep, "SparseVM Dice": round(float(one["SparseVM Dice"].mean()), 3),

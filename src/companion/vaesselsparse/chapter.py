@@ -17,8 +17,8 @@ from ..checkpoints import CheckpointStore, TrainState, train_or_load
 from ..data.consolidate import split_cases
 from ..data.derived import load_consolidated_cases
 from ..data.vessels import KINDS, VesselTree, generate_dataset
-from ..results.verdict import (all_of, degenerate_predictions, paired_verdict, stalled_loss,
-                               threshold_verdict)
+from ..results.guards import degenerate_predictions, stalled_loss
+from ..results.verdict import all_of, threshold_verdict
 from ..sparse import from_masks, masks_of
 from .dense import DenseVAEConfig, build_dense_vae, matched_dense_channels
 from .model import SparseVAE, SparseVAEConfig, count_parameters
@@ -676,20 +676,30 @@ def degeneracy(recon: dict[str, list[np.ndarray]], sparse: TrainState, dense: Tr
             stalled_loss([h["loss"] for h in sparse.history], "VAEsselSparse")]
 
 
+def convergence(run: ChapterRun, sparse: TrainState, dense: TrainState) -> list:
+    """Record both VAEs' loss per epoch (``curves.json``) and check their convergence
+    (:func:`companion.results.convergence.converged`, on the training loss: no validation loss is computed)."""
+    return [run.results.training_curve(name, train=[h["loss"] for h in st.history])
+            for name, st in (("VAEsselSparse", sparse), ("Dense VAE", dense))]
+
+
 def record_claims(run: ChapterRun, per_volume: pd.DataFrame, table1: pd.DataFrame, cost: pd.DataFrame,
-                  occupancy: pd.DataFrame, latents: pd.DataFrame, guards: list[str | None]) -> pd.DataFrame:
-    """Decide every claim with the shared verdict rules: Table 1's comparisons and the latent sizes from paired
-    per-volume differences (bootstrap interval, degeneracy guards), the cost claims from stated thresholds."""
+                  occupancy: pd.DataFrame, latents: pd.DataFrame, guards: list[str | None],
+                  trained: tuple[TrainState, TrainState]) -> pd.DataFrame:
+    """Decide every claim with the shared verdict rules: Table 1's comparisons (one training run per model, so at
+    most indicative; margins and convergence from the claims file and the loss curves) and the latent sizes from
+    paired per-volume differences, the cost claims from stated thresholds."""
     r = run.results
+    conv = convergence(run, *trained)
     by = {m: g.sort_values("volume") for m, g in per_volume.groupby("method")}
     for cid, col, better in (("sparse-beats-dense-dice", "Dice", "higher"),
                              ("sparse-beats-dense-cldice", "clDice", "higher"),
                              ("sparse-lower-betti0-error", "β0 error", "lower"),
                              ("sparse-lower-betti1-error", "β1 error", "lower")):
         r.record(cid, reproduced=_pair(table1, col),
-                 verdict=paired_verdict(by["VAEsselSparse"][col].to_numpy(), by["Dense VAE"][col].to_numpy(),
-                                        better=better, names=("VAEsselSparse", "Dense VAE"), metric=col,
-                                        guards=guards))
+                 verdict=r.compare(cid, by["VAEsselSparse"][col].to_numpy(), by["Dense VAE"][col].to_numpy(),
+                                   better=better, names=("VAEsselSparse", "Dense VAE"), metric=col, guards=guards,
+                                   convergence=conv))
     p = _pair(table1, "# Params (M)")
     rel = abs(p["VAEsselSparse"] - p["Dense VAE"]) / p["VAEsselSparse"]
     r.record("similar-parameter-counts", reproduced={**p, "relative difference": rel},
@@ -730,7 +740,8 @@ def record_claims(run: ChapterRun, per_volume: pd.DataFrame, table1: pd.DataFram
     r.record("sparse-latent-smaller",
              reproduced={"VAEsselSparse numbers stored (mean)": float(lat["sparse numbers stored"].mean()),
                          "Dense VAE numbers stored": float(lat["dense numbers stored"].mean())},
-             verdict=paired_verdict(lat["sparse numbers stored"].to_numpy(), lat["dense numbers stored"].to_numpy(),
-                                    better="lower", names=("VAEsselSparse", "Dense VAE"),
-                                    metric="numbers stored per volume"))
+             verdict=r.compare("sparse-latent-smaller", lat["sparse numbers stored"].to_numpy(),
+                               lat["dense numbers stored"].to_numpy(), better="lower",
+                               names=("VAEsselSparse", "Dense VAE"), metric="numbers stored per volume",
+                               trained=False))
     return r.scoreboard()

@@ -10,7 +10,7 @@ optimiser (AdamW, full batch) and ReLU; the voxel networks' sizes and epochs, tr
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -29,6 +29,7 @@ class CVResult:
     method: str
     pred: np.ndarray
     fold: np.ndarray
+    losses: dict[int, list[float]] = field(default_factory=dict)  # fold -> mean training loss per epoch (networks)
 
 
 def folds_of(labels: Sequence[int], k: int, seed: int) -> np.ndarray:
@@ -64,15 +65,18 @@ def pca_rf(x: np.ndarray, y: np.ndarray, fold: np.ndarray, *, components: int, t
 
 
 def _fit_predict(model: nn.Module, x_tr: torch.Tensor, y_tr: torch.Tensor, x_te: torch.Tensor, *, epochs: int,
-                 lr: float, batch: int | None, seed: int, desc: str) -> np.ndarray:
-    """Plain loop: AdamW, cross-entropy, ``batch`` samples per step (None: full batch), shuffled by ``seed``."""
+                 lr: float, batch: int | None, seed: int, desc: str) -> tuple[np.ndarray, list[float]]:
+    """Plain loop: AdamW, cross-entropy, ``batch`` samples per step (None: full batch), shuffled by ``seed``.
+    Returns the test predictions and the mean training loss of each epoch (for the convergence check)."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     n = len(x_tr)
     bs = n if batch is None else batch
     model.train()
+    curve = []
     for _ in progress(range(epochs), desc=desc, leave=False, disable=epochs < 20):
         perm = torch.randperm(n, generator=gen)
+        total = 0.0
         for i in range(0, n, bs):
             idx = perm[i:i + bs]
             out = model(x_tr[idx])
@@ -81,13 +85,15 @@ def _fit_predict(model: nn.Module, x_tr: torch.Tensor, y_tr: torch.Tensor, x_te:
             opt.zero_grad()
             loss.backward()
             opt.step()
+            total += float(loss.detach()) * len(idx)
+        curve.append(total / n)
     model.eval()
     with torch.no_grad():
         outs = []
         for i in range(0, len(x_te), max(bs, 1)):
             o = model(x_te[i:i + max(bs, 1)])
             outs.append(o[0] if isinstance(o, tuple) else o)
-    return torch.cat(outs).argmax(1).numpy()
+    return torch.cat(outs).argmax(1).numpy(), curve
 
 
 def mlp(x: np.ndarray, y: np.ndarray, fold: np.ndarray, *, hidden: int, epochs: int, lr: float, seed: int,
@@ -95,6 +101,7 @@ def mlp(x: np.ndarray, y: np.ndarray, fold: np.ndarray, *, hidden: int, epochs: 
     """A 3-layer MLP (Linear-ReLU-Linear-ReLU-Linear, ``hidden`` units) on standardised vectors, full-batch AdamW."""
     n_cls = int(y.max()) + 1
     pred = np.empty(len(y), dtype=int)
+    losses = {}
     for f in np.unique(fold):
         tr, te = fold != f, fold == f
         mu, sd = x[tr].mean(0), x[tr].std(0) + 1e-6
@@ -102,9 +109,9 @@ def mlp(x: np.ndarray, y: np.ndarray, fold: np.ndarray, *, hidden: int, epochs: 
         net = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                             nn.Linear(hidden, n_cls))
         xt = lambda a: torch.as_tensor((a - mu) / sd, dtype=torch.float32)  # noqa: E731
-        pred[te] = _fit_predict(net, xt(x[tr]), torch.as_tensor(y[tr]), xt(x[te]), epochs=epochs, lr=lr,
-                                batch=None, seed=seed + int(f), desc=f"{method} fold {f + 1}")
-    return CVResult(method, pred, fold)
+        pred[te], losses[int(f)] = _fit_predict(net, xt(x[tr]), torch.as_tensor(y[tr]), xt(x[te]), epochs=epochs,
+                                                lr=lr, batch=None, seed=seed + int(f), desc=f"{method} fold {f + 1}")
+    return CVResult(method, pred, fold, losses)
 
 
 def voxel_network(kind: str, grid: int, n_classes: int, cfg: dict[str, Any]) -> nn.Module:
@@ -129,15 +136,17 @@ def voxel_cv(kind: str, volumes: np.ndarray, y: np.ndarray, fold: np.ndarray, cf
     """Train ``kind`` on the voxels of each training fold (binary maps as float input) and predict the test fold."""
     n_cls = int(y.max()) + 1
     pred = np.empty(len(y), dtype=int)
+    losses = {}
     x = torch.as_tensor(np.asarray(volumes, dtype=np.float32))[:, None]
     for f in np.unique(fold):
         tr, te = fold != f, fold == f
         torch.manual_seed(seed + int(f))
         net = voxel_network(kind, volumes.shape[-1], n_cls, cfg)
-        pred[te] = _fit_predict(net, x[tr], torch.as_tensor(y[tr]), x[te], epochs=cfg["voxel_epochs"],
-                                lr=cfg["voxel_lr"], batch=cfg["voxel_batch"], seed=seed + int(f),
-                                desc=f"{method} fold {f + 1}")
-    return CVResult(method, pred, fold)
+        pred[te], losses[int(f)] = _fit_predict(net, x[tr], torch.as_tensor(y[tr]), x[te],
+                                                epochs=cfg["voxel_epochs"], lr=cfg["voxel_lr"],
+                                                batch=cfg["voxel_batch"], seed=seed + int(f),
+                                                desc=f"{method} fold {f + 1}")
+    return CVResult(method, pred, fold, losses)
 
 
 def fold_scores(y: np.ndarray, res: CVResult) -> pd.DataFrame:

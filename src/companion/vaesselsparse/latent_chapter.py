@@ -21,7 +21,8 @@ from ..chapter import ChapterRun, resolve_data
 from ..checkpoints import CheckpointStore, TrainState, train_or_load
 from ..data.vessels import generate_dataset
 from ..results import style_table
-from ..results.verdict import (all_of, degenerate_predictions, paired_verdict, property_verdict, stalled_loss)
+from ..results.guards import degenerate_predictions, no_better_than, stalled_loss
+from ..results.verdict import all_of, property_verdict
 from ..scales import chapter_config
 from . import chapter as part1
 from . import classify, generate, latents
@@ -431,66 +432,97 @@ def figure_4(run: ChapterRun, data: GenerationData, generated: dict[str, np.ndar
 
 
 # ----------------------------------------------------------------------------------------------- scoreboard
+def convergence(run: ChapterRun, cv: dict[str, dict[str, classify.CVResult]], flows: dict[str, Any],
+                vaes: dict[str, TrainState] | None) -> dict[str, list]:
+    """Record every trained model's loss per epoch (``curves.json``) and check its convergence on the training loss
+    (no validation loss is computed): part 1's VAEs (where passed), each network classifier per task and fold, and
+    the two flows.  Returns the :class:`~companion.results.convergence.Convergence` list per method name."""
+    r, out = run.results, {}
+    for name, st in (vaes or {}).items():
+        out[name] = [r.training_curve(f"{name} (part 1)", train=[h["loss"] for h in st.history])]
+    for key, by_method in cv.items():
+        for method, res in by_method.items():
+            out.setdefault(f"{key}: {method}", []).extend(
+                r.training_curve(f"{method}, {key} fold {f + 1}", train=curve) for f, curve in res.losses.items())
+    for name, f in flows.items():
+        out[f"{name} flow"] = [r.training_curve(f"the {name} flow", train=[h["loss"] for h in f["state"].history])]
+    return out
+
+
 def record_claims(run: ChapterRun, tasks: dict[str, Task], cv: dict[str, dict[str, classify.CVResult]],
                   maps: dict[str, np.ndarray], scores: dict[str, dict], flows: dict[str, Any],
-                  generated: dict[str, np.ndarray], round_trip: dict[str, Any]) -> pd.DataFrame:
-    """Decide every claim with the shared rules: classification from paired per-sample parts of the balanced
-    accuracy (out-of-fold predictions, the same samples for every method), generation from paired per-reference
-    MMD / coverage and per-slot 1-NNA outcomes, with degeneracy guards (a classifier that predicts one class, a
-    flow whose loss never moved or whose maps are mostly empty)."""
+                  generated: dict[str, np.ndarray], round_trip: dict[str, Any],
+                  vaes: dict[str, TrainState] | None = None) -> pd.DataFrame:
+    """Decide every claim with the shared rules (:meth:`companion.results.Results.compare`: margins from the claims
+    file, one training run per model so at most indicative, convergence from the loss curves): classification from
+    paired per-sample parts of the balanced accuracy (out-of-fold predictions, the same samples for every method;
+    a method at or below chance level cannot win), generation from paired per-reference MMD / coverage and
+    per-slot 1-NNA outcomes, with degeneracy guards (a classifier that predicts one class, a flow whose loss never
+    moved or whose maps are mostly empty)."""
     r = run.results
+    conv = convergence(run, cv, flows, vaes)
+    vae_conv = conv.get("VAEsselSparse", []) + conv.get("Dense VAE", [])
 
     def bal(task: Task, method: str) -> np.ndarray:
         return classify.balanced_contributions(task.labels, cv[task.key][method].pred)
 
     def guard(task: Task, *methods: str) -> list[str | None]:
-        return [classify.collapsed(cv[task.key][m], len(task.classes)) for m in methods]
+        chance = 100.0 / len(task.classes)
+        return [classify.collapsed(cv[task.key][m], len(task.classes)) for m in methods] + \
+            [no_better_than(bal(task, methods[0]), [chance], methods[0], f"chance ({chance:.3g} %)")]
+
+    def models(task: Task, *methods: str) -> list:
+        return [c for m in methods for c in conv.get(f"{task.key}: {m}", [])] + vae_conv
 
     for key, cid in (("insted", "mlp-beats-voxel-nets-insted"), ("topcow", "mlp-beats-voxel-nets-topcow")):
         t = tasks[key]
-        vs = [paired_verdict(bal(t, "VAEsselSparse + MLP"), bal(t, base), better="higher",
-                             names=("VAEsselSparse + MLP", base), metric="balanced accuracy (%)",
-                             guards=guard(t, "VAEsselSparse + MLP", base)) for base in ("ResNet", "ViT")]
+        vs = [r.compare(cid, bal(t, "VAEsselSparse + MLP"), bal(t, base), better="higher",
+                        names=("VAEsselSparse + MLP", base), metric="balanced accuracy (%)",
+                        guards=guard(t, "VAEsselSparse + MLP", base),
+                        convergence=models(t, "VAEsselSparse + MLP", base)) for base in ("ResNet", "ViT")]
         r.record(cid, reproduced={m: float(bal(t, m).mean()) for m in ("VAEsselSparse + MLP", "ResNet", "ViT")},
                  verdict=all_of(vs))
     t = tasks["insted"]
     r.record("sparse-rf-far-above-dense-rf",
              reproduced={m: float(bal(t, m).mean()) for m in ("VAEsselSparse + PCA + RF", "Dense VAE + PCA + RF")},
-             verdict=paired_verdict(bal(t, "VAEsselSparse + PCA + RF"), bal(t, "Dense VAE + PCA + RF"),
-                                    better="higher", names=("VAEsselSparse + PCA + RF", "Dense VAE + PCA + RF"),
-                                    metric="balanced accuracy (%)",
-                                    guards=guard(t, "VAEsselSparse + PCA + RF")))
+             verdict=r.compare("sparse-rf-far-above-dense-rf", bal(t, "VAEsselSparse + PCA + RF"),
+                               bal(t, "Dense VAE + PCA + RF"), better="higher",
+                               names=("VAEsselSparse + PCA + RF", "Dense VAE + PCA + RF"),
+                               metric="balanced accuracy (%)", guards=guard(t, "VAEsselSparse + PCA + RF"),
+                               convergence=vae_conv))
     sep = {k: knn_contributions(v, t.labels) for k, v in maps.items()}
     chance = np.full(len(t.labels), 100.0 / len(t.classes))
     r.record("tsne-separates-sparse-not-dense",
              reproduced={f"{k}: {KNN}-NN balanced accuracy in the t-SNE map (%)": float(v.mean())
                          for k, v in sep.items()} | {"chance (%)": float(chance[0])},
-             verdict=all_of([paired_verdict(sep["VAEsselSparse"], chance, better="higher",
-                                            names=("VAEsselSparse map", "chance"), metric="5-NN balanced accuracy"),
-                             paired_verdict(sep["VAEsselSparse"], sep["Dense VAE"], better="higher",
-                                            names=("VAEsselSparse map", "Dense VAE map"),
-                                            metric="5-NN balanced accuracy")]))
+             verdict=all_of([r.compare("tsne-separates-sparse-not-dense", sep["VAEsselSparse"], chance,
+                                       better="higher", names=("VAEsselSparse map", "chance"),
+                                       metric="5-NN balanced accuracy", convergence=vae_conv),
+                             r.compare("tsne-separates-sparse-not-dense", sep["VAEsselSparse"], sep["Dense VAE"],
+                                       better="higher", names=("VAEsselSparse map", "Dense VAE map"),
+                                       metric="5-NN balanced accuracy", convergence=vae_conv)]))
     # generation: guards, then the three metrics
     guards = []
     for name, f in flows.items():
         guards.append(stalled_loss([h["loss"] for h in f["state"].history], f"the {name} flow"))
         guards.append(degenerate_predictions(generated[name], f"the {name} flow"))
+    gen_conv = [c for name in flows for c in conv[f"{name} flow"]] + vae_conv
     s, d = scores["VAEsselSparse"], scores["Dense VAE"]
     names = ("VAEsselSparse latent", "Dense VAE latent")
     r.record("generation-mmd", reproduced={n: 1e3 * x["MMD"] for n, x in zip(names, (s, d))},
-             verdict=paired_verdict(1e3 * s["mmd_per_reference"], 1e3 * d["mmd_per_reference"], better="lower",
-                                    names=names, metric="distance to the closest generated map (x10³)",
-                                    guards=guards))
+             verdict=r.compare("generation-mmd", 1e3 * s["mmd_per_reference"], 1e3 * d["mmd_per_reference"],
+                               better="lower", names=names, metric="distance to the closest generated map (x10³)",
+                               guards=guards, convergence=gen_conv))
     r.record("generation-cov", reproduced={n: x["COV"] for n, x in zip(names, (s, d))},
-             verdict=paired_verdict(100 * s["covered_per_reference"], 100 * d["covered_per_reference"],
-                                    better="higher", names=names, metric="reference map covered (%)",
-                                    guards=guards))
+             verdict=r.compare("generation-cov", 100 * s["covered_per_reference"], 100 * d["covered_per_reference"],
+                               better="higher", names=names, metric="reference map covered (%)", guards=guards,
+                               convergence=gen_conv))
     # 1-NNA: the same reference maps (paired) followed by the generated maps paired by index (independent draws,
     # equal numbers: the paired bootstrap of the difference of means is then that of two independent means)
     both_above = min(s["1-NNA"], d["1-NNA"]) >= 50
-    v = paired_verdict(100 * s["nna_correct"], 100 * d["nna_correct"], better="lower", names=names,
-                       metric="1-NN classified correctly (%)",
-                       guards=guards + [None if both_above else "a 1-NNA below 50 % (lower is no longer better)"])
+    v = r.compare("generation-1nna", 100 * s["nna_correct"], 100 * d["nna_correct"], better="lower", names=names,
+                  metric="1-NN classified correctly (%)", convergence=gen_conv,
+                  guards=guards + [None if both_above else "a 1-NNA below 50 % (lower is no longer better)"])
     r.record("generation-1nna", reproduced={n: x["1-NNA"] for n, x in zip(names, (s, d))}, verdict=v)
     ok = round_trip["latents changed"] == 0 and round_trip["decodings changed"] == 0
     r.record("latent-grid-round-trip", reproduced=round_trip,

@@ -22,8 +22,8 @@ from .. import metrics
 from ..chapter import ChapterRun
 from ..checkpoints import CheckpointStore, TrainState, array_checksum, train_or_load
 from ..results import style_table
-from ..results.verdict import (Verdict, all_of, degenerate_predictions, paired_verdict, stalled_loss,
-                               threshold_verdict)
+from ..results.guards import degenerate_predictions, stalled_loss
+from ..results.verdict import Verdict, all_of, threshold_verdict
 from ..training import world
 from . import train as tr
 from .bench import count_parameters, model_cost
@@ -571,12 +571,22 @@ def guards(cv: CV, names: list[str]) -> list[str | None]:
     return out
 
 
-def compare(cv: CV, a: str, b: str, metric: str, better: str | None = None) -> Verdict:
-    """Paired verdict ``a`` vs ``b`` on ``metric`` over the test volumes (each tested once across the folds)."""
+def convergence(run: ChapterRun, cv: CV, names: list[str]) -> list:
+    """Record each trained model's loss per epoch and fold (``curves.json``) and check its convergence
+    (:func:`companion.results.convergence.converged`) on the supervised Dice loss, the term every method has
+    unramped (the total moves with each method's ramped terms); no validation loss is computed."""
+    return [run.results.training_curve(f"{m} (fold {fold})", train=[e.get("seg", e["loss"]) for e in h])
+            for (m, fold), h in sorted(cv.histories.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])) if m in names]
+
+
+def compare(run: ChapterRun, claim: str, cv: CV, a: str, b: str, metric: str, better: str | None = None) -> Verdict:
+    """``a`` vs ``b`` on ``metric`` over the test volumes (each tested once across the folds), by
+    :meth:`companion.results.Results.compare`: the claim's margin, one training run per model (at most
+    indicative), convergence from the loss curves."""
     pv = cv.per_volume.pivot(index="volume", columns="method", values=metric)
     better = better or ("lower" if metric in LOWER_IS_BETTER else "higher")
-    return paired_verdict(pv[a].to_numpy(), pv[b].to_numpy(), better=better, names=(a, b), metric=metric,
-                          guards=guards(cv, [a, b]))
+    return run.results.compare(claim, pv[a].to_numpy(), pv[b].to_numpy(), better=better, names=(a, b),
+                               metric=metric, guards=guards(cv, [a, b]), convergence=convergence(run, cv, [a, b]))
 
 
 def record_claims(run: ChapterRun, cv: CV, cost: pd.DataFrame, usage: dict[str, Any]) -> pd.DataFrame:
@@ -590,12 +600,12 @@ def record_claims(run: ChapterRun, cv: CV, cost: pd.DataFrame, usage: dict[str, 
     for cid, others in (("vpbsd-above-kd", KD), ("vpbsd-above-semi", SEMI), ("vpbsd-above-baseline",
                                                                              ["Light UNet"])):
         r.record(cid, reproduced=means(["VpbSD"] + others),
-                 verdict=all_of([compare(cv, "VpbSD", o, m) for o in others for m in ("DSC", "clDice")]))
+                 verdict=all_of([compare(run, cid, cv, "VpbSD", o, m) for o in others for m in ("DSC", "clDice")]))
     for cid, a, b in (("ablation-dis-helps", "VpbSD", "VpbSD w/o L_dis"),
                       ("ablation-semi-helps", "VpbSD", "VpbSD w/o L_semi"),
                       ("pattern-beats-plain-features", "VpbSD w/o L_semi", "Baseline + L_mid"),
                       ("teacher-above-student", TEACHER, "Light UNet")):
-        r.record(cid, reproduced=means([a, b], ("DSC",)), verdict=compare(cv, a, b, "DSC"))
+        r.record(cid, reproduced=means([a, b], ("DSC",)), verdict=compare(run, cid, cv, a, b, "DSC"))
     big = [i for i in cost.index if i.endswith("feature size 48")]
     stu = cost.loc["light UNet student"]
     if big:
