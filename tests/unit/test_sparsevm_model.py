@@ -157,7 +157,7 @@ def _fake_eval(n=8, seed=0, slcc_gain=0.05):
     import pandas as pd
 
     ev = sc.Eval(pd.DataFrame(rows))
-    ev.histories = {m: [1.0, 0.5] for m in sc.LEARNED}
+    ev.histories = {m: list(0.2 + np.exp(-np.arange(20) / 3)) for m in sc.LEARNED}  # converged curves
     return ev
 
 
@@ -170,19 +170,21 @@ def _bench(speedup, dice_gap=0.0):
 
 
 def test_claims_decide_both_ways(tmp_path):
-    """The scoreboard's rules on constructed per-subject results: SLCC clearly better -> holds; worse -> does not;
-    a speed-up of 50x fails the 100x target, 500x passes; a reduced ANTs setting leaves the speed claims undecided."""
+    """The scoreboard's rules on constructed per-subject results of one training run (so the comparisons are at
+    most indicative): SLCC clearly better -> leans holds; worse -> leans reversed; a speed-up of 50x fails the 100x
+    target, 500x passes; a reduced ANTs setting leaves the speed claims undecided."""
     def board(ev, bench):
         run = start("sparsevm", scale="ci", output_dir=str(tmp_path / str(len(list(tmp_path.iterdir())))))
         sc.record_claims(run, ev, bench)
-        return {k: v["holds"] for k, v in run.results.records.items()}
+        return {k: v["holds"] if v["holds"] is not None or v["outcome"] != "indicative" else
+                "indicative " + v["evidence"]["leaning"] for k, v in run.results.records.items()}
 
     good = board(_fake_eval(), _bench(500))
-    assert good["slcc-above-voxelmorph"] is True and good["slcc-above-smse"] is True
-    assert good["slcc-not-below-ants"] is False  # 0.05 below ANTs, beyond the 0.02 margin
+    assert good["slcc-above-voxelmorph"] == "indicative holds" and good["slcc-above-smse"] == "indicative holds"
+    assert good["slcc-not-below-ants"] == "indicative reversed"  # 0.05 below ANTs, beyond the 0.02 margin
     assert good["faster-than-ants"] is True and good["speedup-100x"] is True
     bad = board(_fake_eval(slcc_gain=-0.05), _bench(50))
-    assert bad["slcc-above-voxelmorph"] is False and bad["faster-than-ants"] is False
+    assert bad["slcc-above-voxelmorph"] == "indicative reversed" and bad["faster-than-ants"] is False
     assert board(_fake_eval(), _bench(500, dice_gap=-0.1))["speedup-100x"] is False
     fast = _bench(500)
     fast.per_pair["setting"] = "syncc-fast"

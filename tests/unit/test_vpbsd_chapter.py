@@ -149,18 +149,27 @@ def _cv(a_dsc, b_dsc, a_pred_empty=False):
             if not (m == "A" and a_pred_empty):
                 p[1:3, 1:3, 1:3] = True
             preds[(m, f"V{i}")] = p
-    return ch.CV(pd.DataFrame(rows), preds, {("A", 0): [{"loss": 1.0}, {"loss": 0.5}],
-                                              ("B", 0): [{"loss": 1.0}, {"loss": 0.5}]})
+    done = [{"loss": 0.2 + np.exp(-e / 3), "seg": 0.2 + np.exp(-e / 3)} for e in range(20)]  # converged
+    return ch.CV(pd.DataFrame(rows), preds, {("A", 0): done, ("B", 0): done})
 
 
-def test_compare_decides_from_paired_volumes_and_guards_degenerate_models():
+def test_compare_decides_from_paired_volumes_and_guards_degenerate_models(tmp_path):
+    from companion.chapter import start
+
+    run = start("vpbsd", scale="ci", output_dir=str(tmp_path))
     a = [0.80, 0.82, 0.81, 0.83, 0.79, 0.84]
     b = [0.70, 0.71, 0.72, 0.70, 0.69, 0.73]
-    assert ch.compare(_cv(a, b), "A", "B", "DSC").holds is True
-    assert ch.compare(_cv(b, a), "A", "B", "DSC").holds is False
+
+    def lean(v):  # one training run: indicative, with the direction the interval points
+        assert v.holds is None and v.outcome == "indicative" and v.evidence["margin"] == 0.01
+        return v.evidence["leaning"]
+
+    claim = "vpbsd-above-baseline"
+    assert lean(ch.compare(run, claim, _cv(a, b), "A", "B", "DSC")) == "holds"
+    assert lean(ch.compare(run, claim, _cv(b, a), "A", "B", "DSC")) == "reversed"
     # lower is better for GWD: A's larger values make "A better" false
-    assert ch.compare(_cv(a, b), "A", "B", "GWD").holds is False
-    v = ch.compare(_cv(a, b, a_pred_empty=True), "A", "B", "DSC")
+    assert lean(ch.compare(run, claim, _cv(a, b), "A", "B", "GWD")) == "reversed"
+    v = ch.compare(run, claim, _cv(a, b, a_pred_empty=True), "A", "B", "DSC")
     assert v.holds is None and v.reason.startswith("degenerate")
 
 
