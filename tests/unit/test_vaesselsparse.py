@@ -234,7 +234,9 @@ def test_claim_logic_can_fail():
     assert rec["sparse-beats-dense-dice"][3]["runs"] == "single run" and rec["sparse-beats-dense-dice"][3]["margin"] == 1
     assert rec["sparse-beats-dense-cldice"][0] == "indicative holds"
     assert rec["sparse-lower-betti0-error"][0] == "indicative holds"
-    assert rec["sparse-lower-betti1-error"][0] is None and "spans 0" in rec["sparse-lower-betti1-error"][2]
+    # β1 errors equal up to noise: inside the ±1 margin, no practical difference (and never a decided verdict)
+    assert rec["sparse-lower-betti1-error"][0] == "indicative equivalent"
+    assert rec["sparse-lower-betti1-error"][3]["leaning"] == "equivalent"
     assert rec["cost-at-128"][0] is True and rec["similar-parameter-counts"][0] is True
     assert rec["sparse-cost-follows-active-voxels"][0] is True  # time doubles with the active voxels: slope ~1
     assert rec["sparse-latent-smaller"][0] is True
