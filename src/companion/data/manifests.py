@@ -297,6 +297,8 @@ def _parse_real_fields(path: Path, raw: dict[str, Any], names: list[str]) -> dic
     vnames = [v["file"] + (f":{v['key']}" if v.get("key") else "") for v in volumes]
     if len(set(vnames)) != len(vnames):
         raise ManifestError(f"{path}: volumes name a file (and key) twice: {vnames}")
+    if not volumes and raw["loader"] == "real_volumes":
+        raise ManifestError(f"{path}: loader real_volumes reads the manifest's volumes, but none are listed")
     if volumes and raw["loader"] != "real_volumes":
         raise ManifestError(f"{path}: volumes are read by loader real_volumes, but loader is {raw['loader']!r}")
     return {"mirror_id": mirror_id, "origin": dict(origin),
