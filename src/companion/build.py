@@ -90,7 +90,8 @@ ACCESS_BADGE = {"open": "success", "registration": "info", "request": "info", "p
 
 def dataset_blocks() -> dict[str, list[str]]:
     """Each dataset of data_manifests/ as a block that wraps at any page width: title, id and an access badge on
-    one line; access details, chapters, license, size, checksums, modality and citation folded below."""
+    one line; access details, chapters, license (and the upstream file stating it), use, caveats, size, checksums,
+    modality and citation folded below."""
     blocks = {}
     for m in sorted(load_manifests().values(), key=lambda m: (m.access, m.id)):
         cite = f"{{cite:p}}`{m.id}`" if m.bibtex else m.citation
@@ -105,6 +106,10 @@ def dataset_blocks() -> dict[str, list[str]]:
                         f"* **Access:** {detail}",
                         f"* **Chapters:** {', '.join(m.chapters)}",
                         f"* **License:** {m.license or 'not stated'}",
+                        *([f"* **License stated in:** {'; '.join(m.license_stated_in)}"]
+                          if m.license_stated_in else []),
+                        *([f"* **Use:** {m.role}"] if m.role else []),
+                        *([f"* **Caveats:** {' '.join(m.caveats)}".replace("_*_", "_\\*_")] if m.caveats else []),
                         f"* **Size:** {m.size or '–'}",
                         f"* **Checksums:** {m.checksums or '–'}",
                         f"* **Modality:** {m.modality or '–'}",

@@ -165,3 +165,15 @@ def test_vesselmnist3d_splits(real_dataset):
     assert images.shape == (191, 64, 64, 64) and int(labels.sum()) == 22 and images.any()
     with pytest.raises(ValueError, match="64 or 28"):
         real.load_vesselmnist3d(size=32)
+
+
+def test_datasets_page_gives_licence_use_and_caveats_without_local_paths():
+    from companion.build import dataset_blocks, datasets_markdown
+
+    blocks = dataset_blocks()
+    for did in REAL:
+        text = "\n".join(blocks[did])
+        for field in ("* **License:**", "* **License stated in:**", "* **Use:**", "* **Caveats:**", "* **Chapters:**"):
+            assert field in text, (did, field)
+    page = datasets_markdown() + (Path(__file__).resolve().parents[2] / "book" / "datasets.md").read_text()
+    assert "shared/data" not in page and "/work/" not in page and "sources.yaml" not in page
