@@ -39,7 +39,8 @@ def cmd_data(args: argparse.Namespace) -> int:
                 print(f"note: {m.id} has access '{m.access}' although {', '.join(m.download_hosts)} serves the files "
                       f"without a login:\n{(m.manual or '').strip()}", file=sys.stderr)
             path = f.fetch(args.id, allow_unverified=args.allow_unverified, mirror=args.mirror)
-            print(f"{args.id}: ready in {path}")
+            state = f.status(args.id)[0].state
+            print(f"{args.id}: ready in {path}" + (" (copied from a local mirror)" if "mirror" in state else ""))
             return 0
         problems = f.verify(args.id)
     except (f.DataAccessError, f.ChecksumError, f.UnsafeArchiveError, KeyError) as exc:
