@@ -218,3 +218,13 @@ def test_new_manifest_fields_are_validated(env, change, complaint):
     with pytest.raises(ManifestError) as exc:
         load_manifests(mdir)
     assert complaint in str(exc.value) and "bad.yaml" in str(exc.value)
+
+
+def test_mirror_copy_without_checksum_needs_allow_unverified(env):
+    mdir, ddir, mirror = env
+    _manifest(mdir, "fix", [{**_file("vol.bin", PAYLOAD), "hash": None}])
+    _put(mirror, "fix", "vol.bin", PAYLOAD)
+    with pytest.raises(F.ChecksumError, match="no checksum"):
+        F.fetch("fix", progress=False, mirror=mirror)
+    assert _left_behind(ddir) == []
+    assert (F.fetch("fix", progress=False, mirror=mirror, allow_unverified=True) / "raw" / "vol.bin").is_file()

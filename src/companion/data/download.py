@@ -174,13 +174,18 @@ def extract_members(archive: Path, kind: str, rf: RemoteFile, root: Path) -> Non
 
 
 # ----------------------------------------------------------------------------------------------- downloads
-def download_file(rf: RemoteFile, raw_dir: Path, *, progress: bool = True, allow_unverified: bool = False) -> Path:
-    """Download one manifest file into `raw_dir`, verified; returns its path. Reuses a verified cached copy."""
+def _require_checksum(rf: RemoteFile, allow_unverified: bool) -> None:
+    """Refuse a file (download or mirror copy) that cannot be verified, unless the caller accepts that."""
     if not rf.hashes and not allow_unverified:
         raise ChecksumError(
             f"{rf.name}: the manifest publishes no checksum, so the download cannot be verified. Pass "
             f"allow_unverified=True (CLI: --allow-unverified) to accept it, then record its hash in the manifest."
         )
+
+
+def download_file(rf: RemoteFile, raw_dir: Path, *, progress: bool = True, allow_unverified: bool = False) -> Path:
+    """Download one manifest file into `raw_dir`, verified; returns its path. Reuses a verified cached copy."""
+    _require_checksum(rf, allow_unverified)
     dest = raw_dir / rf.name
     if dest.exists():
         if _file_problem(dest, rf) is None:
@@ -253,6 +258,8 @@ def fetch(dataset_id: str, *, progress: bool = True, allow_unverified: bool = Fa
             previous = _read_marker(root).get("sources", {})
             archives = []
             for rf in m.files:
+                for f in (rf, *rf.members):
+                    _require_checksum(f, allow_unverified)
                 if rf.members:
                     if _members_ready(rf, root):
                         sources.update({mem.name: previous.get(mem.name, rf.url) for mem in rf.members})

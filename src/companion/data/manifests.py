@@ -127,25 +127,26 @@ def manifest_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "data_manifests"
 
 
-def _parse_hashes(path: Path, i: int, value: Any) -> tuple[str, ...]:
-    """``files[i].hash``: null, one ``"algorithm:hex"`` string, or a list of them (one per algorithm; all must
-    match)."""
+def _parse_hashes(path: Path, i: int | str, value: Any) -> tuple[str, ...]:
+    """``files[i].hash`` (`i` an index, or the entry's full name such as ``files[0].members[1]``): null, one
+    ``"algorithm:hex"`` string, or a list of them (one per algorithm; all must match)."""
+    where = f"files[{i}]" if isinstance(i, int) else i
     if value is None:
         return ()
     values = value if isinstance(value, list) else [value]
     if not values:
-        raise ManifestError(f"{path}: files[{i}].hash is an empty list; write null when no checksum is known")
+        raise ManifestError(f"{path}: {where}.hash is an empty list; write null when no checksum is known")
     seen: set[str] = set()
     for h in values:
         algo, _, hexd = str(h).partition(":")
         if algo not in HASH_ALGORITHMS or not re.fullmatch(r"[0-9a-f]+", hexd):
-            raise ManifestError(f"{path}: files[{i}].hash {h!r} must be 'md5|sha1|sha256:<lowercase hex>' "
+            raise ManifestError(f"{path}: {where}.hash {h!r} must be 'md5|sha1|sha256:<lowercase hex>' "
                                 f"(or a list of such values, all of which must match)")
         if len(hexd) != HEX_LENGTHS[algo]:
-            raise ManifestError(f"{path}: files[{i}].hash {h!r}: a {algo} digest has {HEX_LENGTHS[algo]} hex digits, "
+            raise ManifestError(f"{path}: {where}.hash {h!r}: a {algo} digest has {HEX_LENGTHS[algo]} hex digits, "
                                 f"not {len(hexd)}; copy the value again from its source")
         if algo in seen:
-            raise ManifestError(f"{path}: files[{i}].hash lists two {algo} values; they cannot both match, keep the "
+            raise ManifestError(f"{path}: {where}.hash lists two {algo} values; they cannot both match, keep the "
                                 f"one whose source is right")
         seen.add(algo)
     return tuple(str(h) for h in values)
@@ -189,7 +190,7 @@ def _parse(path: Path) -> Manifest:
                 if not mem.get(key):
                     raise ManifestError(f"{path}: {where} lacks {key!r}")
             members.append(RemoteFile(url=f["url"], name=_relative_name(path, f"{where}.name", mem["name"]),
-                                      hashes=_parse_hashes(path, i, mem.get("hash")),
+                                      hashes=_parse_hashes(path, where, mem.get("hash")),
                                       size_bytes=mem.get("size_bytes"),
                                       member=_relative_name(path, f"{where}.path", mem["path"])))
         files.append(RemoteFile(url=f["url"], name=name, hashes=hashes, size_bytes=f.get("size_bytes"),
