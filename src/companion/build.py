@@ -23,6 +23,7 @@ from pathlib import Path
 from . import launch
 from .data.manifests import load_manifests
 from .results import atomic_write_bytes, report_markdown, results_root
+from .results.examples import examples_markdown
 from .scales import SEEDS_ENV, THREADS_ENV, get_scale
 
 REPO = Path(__file__).resolve().parents[2]
@@ -412,6 +413,7 @@ def build(scale: str = "laptop", *, strict: bool = False, chapters: list[str] | 
     atomic_write_bytes(gen / "datasets.bib", datasets_bibtex().encode())
     links = {ch: "../" + CHAPTERS[ch].removesuffix(".ipynb") for ch in CHAPTERS}
     atomic_write_bytes(gen / "report.md", report_markdown(res, scale, chapter_docs=links).encode())
+    atomic_write_bytes(gen / "verdict-examples.md", examples_markdown().encode())
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb) if jb.exists() else (shutil.which("jupyter-book") or "jupyter-book"), "build", str(stage),
            "--path-output", str(build_dir.parent), "--builder", "html"]

@@ -292,3 +292,14 @@ def test_outcome_words():
     assert Verdict(None, "not run: no GPU").outcome == "not measured"
     with pytest.raises(ValueError):
         Verdict(None, "x", {}, "maybe")
+
+
+def test_worked_examples_show_the_outcome_they_are_there_for():
+    from companion.results.examples import examples_markdown, worked_examples
+
+    examples = worked_examples()
+    assert [e.verdict.outcome for e in examples] == [e.outcome for e in examples]
+    assert {e.outcome for e in examples} >= {"holds", "equivalent", "inconclusive", "indicative", "under-trained",
+                                             "undecided", "reversed", "degenerate"}
+    md = examples_markdown()
+    assert md.count("* **") == len(examples) and "95 % CI [" in md

@@ -140,7 +140,8 @@ def _counts_short(claims: list[dict[str, Any]]) -> str:
 def _claim_block(c: dict[str, Any], ref: dict | None, ref_scale: str) -> list[str]:
     """One claim as a narrow block that wraps at any width: the verdict badge, the id and paper against ours on
     the first line; the statement, reason and evidence folded below."""
-    ref_text = f" · reference ({ref_scale}): {outcome_text(ref)}" if ref else ""
+    earlier = ", earlier rules" if ref and "outcome" not in ref else ""  # written before outcomes and margins
+    ref_text = f" · reference ({ref_scale}{earlier}): {outcome_text(ref)}" if ref else ""
     word = outcome(c)
     lines = [f"{{bdg-{OUTCOME_BADGE[word]}}}`{outcome_text(c)}` `{c['id']}` · "
              f"paper {fmt_value(c['paper'])} · ours {fmt_value(c['reproduced'])}{ref_text}", "",
