@@ -63,3 +63,31 @@ def test_good_parameters(tmp_path):
     assert run.device == "cpu" or torch.cuda.is_available()
     assert run.cfg["grid"] == 48 and run.data == "synthetic"
     assert run.results.dir == tmp_path / "vessel_data" / "ci"
+
+
+def test_seeds_and_threads_are_settings_of_the_scale(monkeypatch, tmp_path):
+    """A second run "as another machine would": another seed set and another thread count, one setting each."""
+    import torch
+
+    from companion.chapter import start
+    from companion.scales import SEEDS_ENV, THREADS_ENV, parse_seeds, run_settings
+
+    monkeypatch.delenv(SEEDS_ENV, raising=False)
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    assert run_settings("ci") == ((0,), None) and run_settings("laptop", seed=2) == ((2, 3, 4), None)
+    monkeypatch.setenv(SEEDS_ENV, "3,4,5")
+    monkeypatch.setenv(THREADS_ENV, "1")
+    assert run_settings("laptop") == ((3, 4, 5), 1)
+    before = torch.get_num_threads()
+    try:
+        run = start("sparsevm", scale="ci", output_dir=str(tmp_path))
+        assert run.seeds == (3, 4, 5) and run.seed == 3 and run.threads == 1 and torch.get_num_threads() == 1
+        assert run.results.params["seeds"] == [3, 4, 5] and "training seeds 3, 4, 5" in repr(run)
+    finally:
+        torch.set_num_threads(before)
+    for bad in ("", "a,b", "1,1", "-1"):
+        with pytest.raises(ValueError, match="seeds"):
+            parse_seeds(bad)
+    monkeypatch.setenv(THREADS_ENV, "0")
+    with pytest.raises(ValueError, match="threads"):
+        run_settings("ci")
