@@ -98,6 +98,24 @@ def test_mlp_learns_a_separable_task_and_a_collapse_is_flagged():
     assert classify.collapsed(res, 2) is None
     flat = classify.CVResult("flat", np.zeros(30, int), res.fold)
     assert "predicts one class" in classify.collapsed(flat, 2)
+    assert set(res.losses) == {0, 1, 2} and len(res.losses[0]) == 100 and res.losses[0][-1] < res.losses[0][0]
+
+
+def test_a_classifier_at_chance_cannot_win():
+    """Chance-level floor of the classification claims: a method whose balanced accuracy is no better than 100/K %
+    makes its comparisons degenerate, even when its rival is worse still."""
+    from companion.vaesselsparse.latent_chapter import Task, classification_guards
+
+    y = np.repeat(np.arange(2), 20)
+    task = Task("toy", "toy", np.zeros((40, 4, 4, 4), bool), y, ("a", "b"))
+    fold = np.tile(np.arange(2), 20)
+    at_chance = np.where(np.arange(40) % 4 < 2, y, 1 - y)  # half right in each class: 50 % balanced accuracy
+    worse = np.where(np.arange(40) % 4 < 1, y, 1 - y)  # 25 %
+    results = {"mlp": classify.CVResult("mlp", at_chance, fold), "resnet": classify.CVResult("resnet", worse, fold)}
+    found = [g for g in classification_guards(task, results, "mlp", "resnet") if g]
+    assert found and "no better than chance" in found[0]
+    results["mlp"] = classify.CVResult("mlp", y.copy(), fold)  # perfect
+    assert not any(classification_guards(task, results, "mlp", "resnet"))
 
 
 def test_voxel_networks_run_on_a_tiny_grid():

@@ -274,6 +274,15 @@ def test_all_of_keeps_the_intervals_of_its_parts():
     assert v.evidence["margin"] == 0.01
     single = all_of([p1, threshold_verdict(1, ">", 0, what="x")])
     assert single.evidence["ci"] == p1.evidence["ci"]
+    # single runs: the combination is indicative and leans "holds" only when every part does
+    lean_up = comparison_verdict(CASES + 0.05 + R22.normal(0, 0.005, 24), CASES, better="higher", margin=0.01,
+                                 convergence=DONE)
+    flat = comparison_verdict(CASES + R22.normal(0, 0.0005, 24), CASES, better="higher", margin=0.01,
+                              convergence=DONE)
+    assert all_of([lean_up, lean_up]).outcome == "indicative" and all_of([lean_up, lean_up]).evidence["leaning"] \
+        == "holds"
+    mixed = all_of([lean_up, flat])
+    assert mixed.outcome == "indicative" and "leaning" not in mixed.evidence  # one part leans equivalent
 
 
 def test_negative_stalled_loss_is_flagged():

@@ -244,12 +244,18 @@ def property_verdict(ok: bool | None, *, test: str, failure: str, n: int | None 
 
 
 
+_UNDECIDED_ORDER = ("degenerate", "under-trained", "undecided", "inconclusive", "not measured", "equivalent",
+                    "indicative")
+
+
 def all_of(verdicts: Sequence[Verdict]) -> Verdict:
     """One verdict from several rules that must all hold: false if any is false, undecided if any is undecided.
 
     The parts' evidence is kept whole in ``evidence.parts`` (their intervals included); ``ci`` is the interval when
-    exactly one part has one.  The outcome is ``holds``, the first false part's outcome, or the first undecided
-    part's outcome."""
+    exactly one part has one.  The outcome is ``holds``, the first false part's outcome, or the weakest undecided
+    part's (degenerate, under-trained, undecided, inconclusive, not measured, equivalent, indicative, in that order);
+    a combined ``leaning`` is "holds" only when every part holds or leans that way, "reversed" when any part is or
+    leans reversed."""
     if not verdicts:
         raise ValueError("all_of needs at least one verdict")
     holds: bool | None = True
@@ -257,7 +263,13 @@ def all_of(verdicts: Sequence[Verdict]) -> Verdict:
         holds = False
     elif any(v.holds is None for v in verdicts):
         holds = None
-    outcome = "holds" if holds else next(v.outcome for v in verdicts if v.holds is holds)
+    if holds is None:  # the weakest undecided part names the whole
+        undecided = [v.outcome for v in verdicts if v.holds is None]
+        outcome = next(w for w in _UNDECIDED_ORDER if w in undecided)
+    else:
+        outcome = "holds" if holds else next(v.outcome for v in verdicts if v.holds is holds)
+    leanings = [("holds" if v.holds else "reversed") if v.holds is not None else v.evidence.get("leaning")
+                for v in verdicts]
     reasons = [v.reason for v in verdicts if v.reason and v.holds is not True]
     effects = [v.evidence.get("effect") for v in verdicts]
     cis = [v.evidence.get("ci") for v in verdicts if v.evidence.get("ci") is not None]
@@ -267,6 +279,11 @@ def all_of(verdicts: Sequence[Verdict]) -> Verdict:
                 "ci": cis[0] if len(cis) == 1 else None,
                 "test": " and ".join(v.evidence.get("test", "") for v in verdicts),
                 "parts": parts}
+    if holds is None and outcome in ("indicative", "undecided", "under-trained"):
+        if all(x == "holds" for x in leanings):
+            evidence["leaning"] = "holds"
+        elif "reversed" in leanings:
+            evidence["leaning"] = "reversed"
     for key in ("margin", "seeds"):  # a comparison's fields, where every comparing part shares them
         vals = [p[key] for p in parts if key in p]
         if vals and all(x == vals[0] for x in vals):

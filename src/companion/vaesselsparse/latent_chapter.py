@@ -449,6 +449,16 @@ def convergence(run: ChapterRun, cv: dict[str, dict[str, classify.CVResult]], fl
     return out
 
 
+def classification_guards(task: Task, results: dict[str, classify.CVResult], *methods: str) -> list[str | None]:
+    """Guards of a classification comparison: any of ``methods`` predicting one class for (nearly) everything, and
+    the first method -- the one claimed better -- no better than chance (100 / K % balanced accuracy): a win at
+    chance level is no win."""
+    chance = 100.0 / len(task.classes)
+    first = classify.balanced_contributions(task.labels, results[methods[0]].pred)
+    return [classify.collapsed(results[m], len(task.classes)) for m in methods] + \
+        [no_better_than(first, [chance], methods[0], f"chance ({chance:.3g} % balanced accuracy)")]
+
+
 def record_claims(run: ChapterRun, tasks: dict[str, Task], cv: dict[str, dict[str, classify.CVResult]],
                   maps: dict[str, np.ndarray], scores: dict[str, dict], flows: dict[str, Any],
                   generated: dict[str, np.ndarray], round_trip: dict[str, Any],
@@ -467,9 +477,7 @@ def record_claims(run: ChapterRun, tasks: dict[str, Task], cv: dict[str, dict[st
         return classify.balanced_contributions(task.labels, cv[task.key][method].pred)
 
     def guard(task: Task, *methods: str) -> list[str | None]:
-        chance = 100.0 / len(task.classes)
-        return [classify.collapsed(cv[task.key][m], len(task.classes)) for m in methods] + \
-            [no_better_than(bal(task, methods[0]), [chance], methods[0], f"chance ({chance:.3g} %)")]
+        return classification_guards(task, cv[task.key], *methods)
 
     def models(task: Task, *methods: str) -> list:
         return [c for m in methods for c in conv.get(f"{task.key}: {m}", [])] + vae_conv
