@@ -191,11 +191,8 @@ def download_file(rf: RemoteFile, raw_dir: Path, *, progress: bool = True, allow
         if _file_problem(dest, rf) is None:
             return dest
         dest.unlink()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+
+    def write(tmp: Path) -> None:
         try:
             pooch.HTTPDownloader(progressbar=progress, timeout=60)(rf.url, str(tmp), None)
         except Exception as exc:  # connection cut, HTTP error, incomplete read ...
@@ -203,13 +200,8 @@ def download_file(rf: RemoteFile, raw_dir: Path, *, progress: bool = True, allow
                 f"{rf.name}: download from {rf.url} failed ({type(exc).__name__}: {exc}). Nothing was kept; "
                 f"check your connection and run the fetch again."
             ) from exc
-        problem = _file_problem(tmp, rf)
-        if problem:
-            raise ChecksumError(f"{problem} The downloaded file was removed.")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
+
+    return install_verified(write, rf, dest, origin=f"the download from {rf.url}; the downloaded file was removed")
 
 
 def _obtain(rf: RemoteFile, raw: Path, folders: list[Path], previous: dict[str, str], *, progress: bool,

@@ -28,6 +28,12 @@ LOADER_ARGS = ("images", "label_sub", "unlabelled", "unlabelled_images", "case",
 REQUIRED = ("id", "title", "chapters", "homepage", "access", "license", "citation", "files", "layout", "loader")
 
 
+def _is_spacing(x: Any) -> bool:
+    """A list of positive voxel sizes (numbers, not booleans)."""
+    return isinstance(x, list) and bool(x) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                                                   for v in x)
+
+
 class ManifestError(ValueError):
     """A manifest file is malformed; the message names the file and the field."""
 
@@ -214,8 +220,7 @@ def _parse(path: Path) -> Manifest:
     if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
         raise ManifestError(f"{path}: loader_args.channel must be a channel index (0, 1, ...), got {channel!r}")
     spacing = loader_args.get("spacing")
-    if spacing is not None and not (isinstance(spacing, list) and spacing and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in spacing)):
+    if spacing is not None and not _is_spacing(spacing):
         raise ManifestError(f"{path}: loader_args.spacing must be a list of positive voxel sizes in the array's axis "
                             f"order, got {spacing!r}")
     unlabelled = loader_args.get("unlabelled")
@@ -279,8 +284,7 @@ def _parse_real_fields(path: Path, raw: dict[str, Any], names: list[str]) -> dic
         if v.get("kind") not in VOLUME_KINDS:
             raise ManifestError(f"{path}: {where}.kind {v.get('kind')!r} not one of {', '.join(VOLUME_KINDS)}")
         spacing = v.get("spacing")
-        if spacing is not None and not (isinstance(spacing, list) and spacing and all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in spacing)):
+        if spacing is not None and not _is_spacing(spacing):
             raise ManifestError(f"{path}: {where}.spacing must be null (use the file's header; none recorded: "
                                 f"unknown) or a list of positive voxel sizes in mm, got {spacing!r}")
         labels = v.get("labels")
