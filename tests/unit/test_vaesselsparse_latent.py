@@ -101,6 +101,25 @@ def test_mlp_learns_a_separable_task_and_a_collapse_is_flagged():
     assert set(res.losses) == {0, 1, 2} and len(res.losses[0]) == 100 and res.losses[0][-1] < res.losses[0][0]
 
 
+def test_vit_head_is_linear_and_constant_features_do_not_explode():
+    """Two defects found by review: MONAI's ViT caps its logits with a Tanh by default, and dividing by sd + 1e-6
+    turned features constant within a training fold into test inputs of about 10⁶."""
+    import torch
+
+    cfg = {"resnet_widen": 0.25, "vit_hidden": 16, "vit_layers": 1, "vit_heads": 2, "vit_patch": 8}
+    vit = classify.voxel_network("ViT", 16, 2, cfg)
+    assert not any(isinstance(m, torch.nn.Tanh) for m in vit.modules())
+    with torch.no_grad():
+        for p in vit.classification_head.parameters():
+            p.fill_(3.0)
+        logits, _ = vit(torch.ones(1, 1, 16, 16, 16))
+    assert logits.abs().max() > 1  # not capped at ±1
+    x_tr = np.c_[np.random.default_rng(0).normal(size=(20, 2)), np.full(20, 5.0)]  # third feature constant
+    mu, sd = classify.standardiser(x_tr)
+    z = (np.array([[0.0, 0.0, 6.0]]) - mu) / sd
+    assert np.all(np.isfinite(z)) and abs(z[0, 2]) == 0 and np.abs(z).max() < 10
+
+
 def test_a_classifier_at_chance_cannot_win():
     """Chance-level floor of the classification claims: a method whose balanced accuracy is no better than 100/K %
     makes its comparisons degenerate, even when its rival is worse still."""

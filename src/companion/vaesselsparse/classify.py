@@ -96,6 +96,14 @@ def _fit_predict(model: nn.Module, x_tr: torch.Tensor, y_tr: torch.Tensor, x_te:
     return torch.cat(outs).argmax(1).numpy(), curve
 
 
+def standardiser(x_train: np.ndarray, *, min_sd: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale for ``(x - mean) / scale`` from the training fold.  A feature (nearly) constant within the
+    training fold carries nothing the model could learn from, and dividing by its near-zero sd would blow its test
+    values up (by up to 10⁶ on the lesion maps): it is zeroed instead (scale = inf)."""
+    mu, sd = x_train.mean(0), x_train.std(0)
+    return mu, np.where(sd > min_sd, sd, np.inf)
+
+
 def mlp(x: np.ndarray, y: np.ndarray, fold: np.ndarray, *, hidden: int, epochs: int, lr: float, seed: int,
         method: str) -> CVResult:
     """A 3-layer MLP (Linear-ReLU-Linear-ReLU-Linear, ``hidden`` units) on standardised vectors, full-batch AdamW."""
@@ -104,7 +112,7 @@ def mlp(x: np.ndarray, y: np.ndarray, fold: np.ndarray, *, hidden: int, epochs: 
     losses = {}
     for f in np.unique(fold):
         tr, te = fold != f, fold == f
-        mu, sd = x[tr].mean(0), x[tr].std(0) + 1e-6
+        mu, sd = standardiser(x[tr])
         torch.manual_seed(seed + int(f))
         net = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                             nn.Linear(hidden, n_cls))
@@ -116,7 +124,8 @@ def mlp(x: np.ndarray, y: np.ndarray, fold: np.ndarray, *, hidden: int, epochs: 
 
 def voxel_network(kind: str, grid: int, n_classes: int, cfg: dict[str, Any]) -> nn.Module:
     """MONAI's 3D ResNet-10 (``widen_factor`` from the preset, stride-2 first convolution) or ViT (hidden size,
-    depth, heads and patch from the preset) with a classification head."""
+    depth, heads and patch from the preset) with a linear classification head (MONAI's defaults checked: ResNet's
+    ``fc`` is linear; ViT's ``post_activation`` Tanh is switched off)."""
     from monai.networks.nets import ViT, resnet10
 
     if kind == "ResNet":
@@ -125,9 +134,11 @@ def voxel_network(kind: str, grid: int, n_classes: int, cfg: dict[str, Any]) -> 
     if kind == "ViT":
         if grid % cfg["vit_patch"]:
             raise ValueError(f"vit_patch {cfg['vit_patch']} must divide the grid {grid}")
+        # post_activation=None: MONAI's ViT puts a Tanh on its classification head by default, which caps the
+        # logits at ±1 before cross-entropy (a handicap, not the architecture: ViT's head is a plain linear layer)
         return ViT(in_channels=1, img_size=grid, patch_size=cfg["vit_patch"], hidden_size=cfg["vit_hidden"],
                    mlp_dim=2 * cfg["vit_hidden"], num_layers=cfg["vit_layers"], num_heads=cfg["vit_heads"],
-                   classification=True, num_classes=n_classes, spatial_dims=3)
+                   classification=True, num_classes=n_classes, spatial_dims=3, post_activation=None)
     raise ValueError(f"unknown voxel network {kind!r}; use 'ResNet' or 'ViT'")
 
 
