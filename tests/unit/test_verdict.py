@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from companion.results.verdict import (MIN_CASES, all_of, bootstrap_ci, degenerate_predictions, no_better_than,
-                                       paired_verdict, property_verdict, stalled_loss, threshold_verdict)
+from companion.results.guards import degenerate_predictions, no_better_than, stalled_loss
+from companion.results.verdict import (MIN_CASES, all_of, bootstrap_ci, paired_verdict, property_verdict,
+                                       threshold_verdict)
 
 RNG = np.random.default_rng(42)
 BASE = RNG.normal(70, 8, 24)  # per-case scores of method B (e.g. Dice in %, 24 test volumes)

@@ -3,13 +3,14 @@ claims (:mod:`.verdict`, :mod:`.comparison`, :mod:`.convergence`, :mod:`.guards`
 (:mod:`.compare`) and the reproduction report (:mod:`.report`)."""
 from .contract import (ClaimsFile, Claim, Results, atomic_write_bytes, atomic_write_json, git_commit, load_claims,
                        package_versions, peak_memory_mb, readable_number, results_root, style_table)
-from .report import collect_scoreboards, report_markdown, scoreboard_frame
+from .format import scoreboard_frame
+from .report import collect_scoreboards, report_markdown
 from .comparison import comparison_verdict
 from .convergence import Convergence, converged
-from .verdict import (Verdict, degenerate_predictions, paired_verdict, property_verdict, stalled_loss,
-                      threshold_verdict)
+from .guards import degenerate_predictions, no_better_than, stalled_loss
+from .verdict import Verdict, all_of, paired_verdict, property_verdict, threshold_verdict
 
 __all__ = ["Claim", "ClaimsFile", "Convergence", "Results", "Verdict", "comparison_verdict", "converged", "atomic_write_bytes", "atomic_write_json",
-           "collect_scoreboards", "degenerate_predictions", "git_commit", "load_claims", "package_versions",
+           "all_of", "collect_scoreboards", "degenerate_predictions", "no_better_than", "git_commit", "load_claims", "package_versions",
            "paired_verdict", "peak_memory_mb", "property_verdict", "readable_number", "report_markdown",
            "results_root", "scoreboard_frame", "stalled_loss", "style_table", "threshold_verdict"]

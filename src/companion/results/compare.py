@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from .report import fmt_value, outcome, outcome_text
+from .format import fmt_value, outcome, outcome_text
 from .reference import reference_dir
 
 RTOL = 0.10

@@ -51,7 +51,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .convergence import Convergence
-from .verdict import (BOOTSTRAP_SEED, CONFIDENCE, MIN_CASES, N_RESAMPLES, Verdict, _num, bootstrap_ci)
+from .verdict import BETTER, BOOTSTRAP_SEED, CONFIDENCE, MIN_CASES, N_RESAMPLES, Verdict, _num, bootstrap_ci
 
 MIN_SEEDS = 3
 CLAIMS = ("superior", "noninferior")
@@ -102,8 +102,6 @@ def comparison_verdict(a: Sequence[float] | Sequence[Sequence[float]], b: Sequen
     NaN in any row are dropped.  ``margin``: δ from the claims file, in the units of ``a`` and ``b``.  ``guards``:
     degeneracy findings (:mod:`.guards`).  ``convergence``: one :class:`~.convergence.Convergence` per trained model
     (every seed's, where each seed was trained).  ``implementation``: what the implementation was checked against."""
-    from .verdict import BETTER
-
     if better not in BETTER:
         raise ValueError(f"better must be one of {BETTER}, got {better!r}")
     if claim not in CLAIMS:

@@ -32,6 +32,7 @@ import pandas as pd
 import yaml
 
 from .convergence import Convergence
+from .format import fmt_value, scoreboard_frame
 from .verdict import Verdict
 
 CLAIMS_DIR = Path(__file__).resolve().parents[1] / "claims"
@@ -176,8 +177,6 @@ def readable_number(x: Any) -> str:
     """A cell as a reader should see it: integers without decimals, numbers from 1 to 10⁶ with 2, 1 or 0 decimals
     (below 100, 1000, beyond), numbers from 0.001 to 1 to 3 significant digits, very small or large ones as
     ``5.8 × 10⁻¹⁶``; missing values as an en dash; dicts, lists and booleans without Python syntax."""
-    from .report import fmt_value
-
     if x is None or (isinstance(x, (float, np.floating)) and math.isnan(x)):
         return "–"
     if isinstance(x, (bool, np.bool_)):
@@ -375,8 +374,6 @@ class Results:
 
     def scoreboard(self) -> pd.DataFrame:
         """The claims recorded so far as a readable table (verdict, evidence, reason)."""
-        from .report import scoreboard_frame
-
         return scoreboard_frame(self.records.values())
 
     def finish(self) -> dict[str, Any]:

@@ -45,7 +45,6 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .guards import degenerate_predictions, no_better_than, stalled_loss  # noqa: F401  (the rules' guards, re-exported)
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 9999
