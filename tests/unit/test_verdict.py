@@ -284,6 +284,8 @@ def test_all_of_keeps_the_intervals_of_its_parts():
         == "holds"
     mixed = all_of([lean_up, flat])
     assert mixed.outcome == "indicative" and "leaning" not in mixed.evidence  # one part leans equivalent
+    few = comparison_verdict([1, 2, 3], [0, 1, 2], better="higher", margin=0.1, trained=False)
+    assert all_of([few, few]).reason == few.reason  # the same reason is said once
 
 
 def test_negative_stalled_loss_is_flagged():

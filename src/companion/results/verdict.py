@@ -269,7 +269,7 @@ def all_of(verdicts: Sequence[Verdict]) -> Verdict:
         outcome = "holds" if holds else next(v.outcome for v in verdicts if v.holds is holds)
     leanings = [("holds" if v.holds else "reversed") if v.holds is not None else v.evidence.get("leaning")
                 for v in verdicts]
-    reasons = [v.reason for v in verdicts if v.reason and v.holds is not True]
+    reasons = list(dict.fromkeys(v.reason for v in verdicts if v.reason and v.holds is not True))  # each once
     effects = [v.evidence.get("effect") for v in verdicts]
     cis = [v.evidence.get("ci") for v in verdicts if v.evidence.get("ci") is not None]
     parts = [{"outcome": v.outcome, **dict(v.evidence)} for v in verdicts]
