@@ -242,3 +242,20 @@ def test_deterministic_per_seed_and_bad_inputs():
         simulate_sparse(vol, spacing_mm=0.0, slice_mm=5.0, seed=0)
     with pytest.raises(ValueError, match="3-D"):
         simulate_sparse(vol[0], spacing_mm=1.0, slice_mm=5.0, seed=0)
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 15])
+def test_box_sums_by_cumulative_sums_equal_the_convolution(n):
+    """The cumulative-sum box filter gives the separable convolution's numbers (zero padding, same size), also
+    where the window is longer than an axis, and its gradient."""
+    from companion.sparsevm.losses import _box_sum, _box_sum_conv
+
+    x = torch.rand(3, 1, 9, 12, 7, dtype=torch.float32, requires_grad=True)
+    a, b = _box_sum(x, n), _box_sum_conv(x, n)
+    assert a.dtype == x.dtype and a.shape == x.shape
+    assert torch.allclose(a, b, rtol=1e-6, atol=1e-5)
+    (ga,) = torch.autograd.grad(a.square().sum(), x)
+    (gb,) = torch.autograd.grad(b.square().sum(), x)
+    assert torch.allclose(ga, gb, rtol=1e-5, atol=1e-4)
+    zeros = torch.zeros(1, 1, 6, 6, 6)
+    assert torch.count_nonzero(_box_sum(zeros, n)) == 0  # empty regions stay exactly empty

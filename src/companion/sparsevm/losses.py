@@ -26,7 +26,10 @@ Our choices
 * Sign convention: the SLCC/LCC *losses* are ``-mean_p cc(p)`` over all voxels and the batch (Eq. 8's sum over
   p replaced by a mean, as in VoxelMorph's code), so perfect correlation gives -1 and lower is better.
   :func:`slcc_map` / :func:`lcc_map` return the per-voxel cc (in [0, 1]).
-* Box sums: separable ``conv3d`` with ones kernels and zero padding ("same" output size). At the border the
+* Box sums: zero-padded, "same" output size, computed per axis as a difference of cumulative sums (accumulated in
+  float64, so the differences of large partial sums lose nothing a float32 image holds); the same numbers as
+  separable ``conv3d`` with ones kernels (tested), forward and backward in a half to a third of the convolution's
+  time on one CPU thread (measured for ten 48x64x48 maps with n = 5, and 80x96x80 with n = 15). At the border the
   window is truncated, and because the sums of Eq. 6 divide by the mask sum, the local mean is the mean over the
   in-volume voxels. ``lcc`` is exactly this formula with all-ones masks, so at the border it divides by the
   in-volume count, whereas MONAI/VoxelMorph divide by n^3 always; in the interior (>= n//2 from every face)
@@ -85,7 +88,21 @@ def _check_window(window: int) -> int:
 
 
 def _box_sum(x: torch.Tensor, n: int) -> torch.Tensor:
-    """Sum of ``x`` (shape (N, 1, D, H, W)) over the n^3 window centred at each voxel, zero padded."""
+    """Sum of ``x`` (shape (N, C, D, H, W)) over the n^3 window centred at each voxel, zero padded: along each
+    axis, ``c[i + n] - c[i]`` of the cumulative sum of the padded line (float64; the result in ``x``'s dtype)."""
+    r = n // 2
+    out = x.double()
+    for dim in (2, 3, 4):
+        pad = [0] * 6
+        pad[2 * (4 - dim)], pad[2 * (4 - dim) + 1] = r + 1, r  # F.pad lists the last axis first
+        c = F.pad(out, pad).cumsum(dim)
+        length = out.shape[dim]
+        out = c.narrow(dim, n, length) - c.narrow(dim, 0, length)
+    return out.to(x.dtype)
+
+
+def _box_sum_conv(x: torch.Tensor, n: int) -> torch.Tensor:
+    """The same sums by separable ``conv3d`` with ones kernels (the reference :func:`_box_sum` is tested against)."""
     r = n // 2
     ones = torch.ones((1, 1, n), dtype=x.dtype, device=x.device)
     x = F.conv3d(x, ones.view(1, 1, n, 1, 1), padding=(r, 0, 0))
