@@ -28,6 +28,7 @@ the voxel spacing is known (and in voxels otherwise: pass ``spacing=(1, 1, 1)``)
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,6 +94,13 @@ class Morphometry:
     def bifurcations_per_length(self) -> float:
         return self.bifurcations / self.total_length if self.total_length > 0 else float("nan")
 
+    def scaled(self, factor: float) -> "Morphometry":
+        """The same measurement with every length multiplied by `factor` (e.g. mm -> voxels of 0.5 mm: 2); what
+        has no unit (occupancy, tortuosity, Betti numbers, Murray's exponent) is unchanged."""
+        return dataclasses.replace(self, radii=self.radii * factor, segment_length=self.segment_length * factor,
+                                   segment_radius=self.segment_radius * factor, total_length=self.total_length * factor,
+                                   spacing=tuple(s * factor for s in self.spacing), graph=None)
+
 
 def bbox_crop(mask: np.ndarray, margin: int = 1) -> np.ndarray:
     """`mask` cropped to the bounding box of its foreground, `margin` voxels of background around it."""
@@ -112,6 +120,15 @@ def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     g = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n))
     return connected_components(g, directed=False)[1]
+
+
+def _groups(items: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
+    """`items` split by `labels`, one array per distinct label in increasing label order."""
+    if len(items) == 0:
+        return []
+    order = np.argsort(labels, kind="stable")
+    cuts = np.flatnonzero(np.diff(labels[order])) + 1
+    return np.split(items[order], cuts)
 
 
 def _build(skel: np.ndarray, spacing: np.ndarray) -> SkeletonGraph:
@@ -140,8 +157,7 @@ def _build(skel: np.ndarray, spacing: np.ndarray) -> SkeletonGraph:
     node_of = np.full(n, -1, np.int64)
     node_voxels: list[np.ndarray] = []
     node_kind: list[int] = []
-    for lab in np.unique(jlab[junc]):
-        vox = np.flatnonzero(junc & (jlab == lab))
+    for vox in _groups(np.flatnonzero(junc), jlab[junc]):
         node_of[vox] = len(node_voxels)
         node_voxels.append(vox)
         node_kind.append(3)
@@ -178,7 +194,7 @@ def _build(skel: np.ndarray, spacing: np.ndarray) -> SkeletonGraph:
         seg_ends.append(e)
         chord.append(float(np.sqrt((((p[0] - p[1]) * spacing) ** 2).sum())) if len(p) == 2 and e[0] != e[1]
                      else float("nan"))
-    voxels = [np.flatnonzero(chain & (clab == c)) for c in chains] + [np.zeros(0, np.int64)] * len(extra_len)
+    voxels = _groups(np.flatnonzero(chain), clab[chain]) + [np.zeros(0, np.int64)] * len(extra_len)
     seg_ends_a = np.array(seg_ends, np.int64).reshape(-1, 2)
     node_degree = np.bincount(seg_ends_a[seg_ends_a >= 0].ravel(), minlength=len(node_voxels))
     return SkeletonGraph(pts, np.array(seg_len, float), np.array(chord, float), seg_ends_a, voxels,
@@ -236,6 +252,7 @@ def measure(mask: np.ndarray, spacing=(1.0, 1.0, 1.0), *, keep_graph: bool = Fal
     """Every statistic of the module docstring for one binary 3D map with voxel `spacing` (lengths come back in
     the spacing's unit)."""
     from scipy import ndimage
+    from scipy.spatial import cKDTree
     from skimage.morphology import skeletonize
 
     from . import metrics
@@ -253,11 +270,8 @@ def measure(mask: np.ndarray, spacing=(1.0, 1.0, 1.0), *, keep_graph: bool = Fal
     g = skeleton_graph(skel, sp, radius=radius)
     radii = radius[skel]
     # segment radius: median over its voxels outside the balls of its junctions
-    junction_vox = np.zeros(m.shape, bool)
-    for j in g.junctions():
-        junction_vox[tuple(g.points[g.node_voxels[j]].T)] = True
-    near = ndimage.distance_transform_edt(~junction_vox, sampling=sp) if junction_vox.any() else \
-        np.full(m.shape, np.inf)
+    jv = [g.node_voxels[j] for j in g.junctions()]
+    near_tree = cKDTree(g.points[np.concatenate(jv)] * np.asarray(sp)) if jv else None
     seg_r = np.full(g.n_segments, np.nan)
     for s in range(g.n_segments):
         vox = g.voxels[s]
@@ -267,7 +281,8 @@ def measure(mask: np.ndarray, spacing=(1.0, 1.0, 1.0), *, keep_graph: bool = Fal
         if len(vox) == 0:
             continue
         p = tuple(g.points[vox].T)
-        r, d = radius[p], near[p]
+        r = radius[p]
+        d = near_tree.query(g.points[vox] * np.asarray(sp))[0] if near_tree is not None else np.full(len(r), np.inf)
         outside = d > r
         seg_r[s] = float(np.median(r[outside] if outside.any() else r))
     tort_ok = np.isfinite(g.chord) & (g.chord >= MIN_CHORD_VOXELS * max(sp))

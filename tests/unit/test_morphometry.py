@@ -82,3 +82,12 @@ def test_empty_and_occupancy_of_bounding_box():
     box = np.zeros((20, 20, 20), bool)
     box[5:10, 5:10, 5:10] = True
     assert mm.measure(box).occupancy_pct == 100.0, "occupancy counts the bounding box, not the grid"
+
+
+def test_scaled_matches_measuring_at_the_other_spacing():
+    vol = y_shape(r0=6.0, grid=96)
+    mm_, vox = mm.measure(vol, (0.5, 0.5, 0.5)), mm.measure(vol)
+    again = mm_.scaled(2.0)
+    assert np.allclose(again.radii, vox.radii) and np.allclose(again.segment_length, vox.segment_length)
+    assert again.bifurcations_per_length == pytest.approx(vox.bifurcations_per_length)
+    assert np.allclose(again.tortuosity, vox.tortuosity) and np.allclose(again.murray, vox.murray)
