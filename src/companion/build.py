@@ -88,9 +88,16 @@ ACCESS_BADGE = {"open": "success", "registration": "info", "request": "info", "p
                 "unidentified": "secondary"}
 
 
+def _plain(text: str) -> str:
+    """Manifest prose as literal Markdown text: characters Markdown would read as markup (``<split>`` as HTML,
+    ``LPS_*_flipped`` as emphasis) are escaped."""
+    return re.sub(r"([<>*`])", r"\\\1", " ".join(text.split()))
+
+
 def dataset_blocks() -> dict[str, list[str]]:
     """Each dataset of data_manifests/ as a block that wraps at any page width: title, id and an access badge on
-    one line; access details, chapters, license, size, checksums, modality and citation folded below."""
+    one line; access details, chapters, license (and the upstream file stating it), use, caveats, size, checksums,
+    modality and citation folded below."""
     blocks = {}
     for m in sorted(load_manifests().values(), key=lambda m: (m.access, m.id)):
         cite = f"{{cite:p}}`{m.id}`" if m.bibtex else m.citation
@@ -105,6 +112,10 @@ def dataset_blocks() -> dict[str, list[str]]:
                         f"* **Access:** {detail}",
                         f"* **Chapters:** {', '.join(m.chapters)}",
                         f"* **License:** {m.license or 'not stated'}",
+                        *([f"* **License stated in:** {_plain('; '.join(m.license_stated_in))}"]
+                          if m.license_stated_in else []),
+                        *([f"* **Use:** {_plain(m.role)}"] if m.role else []),
+                        *([f"* **Caveats:** {_plain(' '.join(m.caveats))}"] if m.caveats else []),
                         f"* **Size:** {m.size or '–'}",
                         f"* **Checksums:** {m.checksums or '–'}",
                         f"* **Modality:** {m.modality or '–'}",

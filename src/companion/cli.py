@@ -38,8 +38,9 @@ def cmd_data(args: argparse.Namespace) -> int:
             if m.access != "open" and m.downloadable:  # e.g. atm22: the terms ask for registration, the host does not
                 print(f"note: {m.id} has access '{m.access}' although {', '.join(m.download_hosts)} serves the files "
                       f"without a login:\n{(m.manual or '').strip()}", file=sys.stderr)
-            path = f.fetch(args.id, allow_unverified=args.allow_unverified)
-            print(f"{args.id}: ready in {path}")
+            path = f.fetch(args.id, allow_unverified=args.allow_unverified, mirror=args.mirror)
+            state = f.status(args.id)[0].state
+            print(f"{args.id}: ready in {path}" + (" (copied from a local mirror)" if "mirror" in state else ""))
             return 0
         problems = f.verify(args.id)
     except (f.DataAccessError, f.ChecksumError, f.UnsafeArchiveError, KeyError) as exc:
@@ -178,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("action", choices=["list", "status", "fetch", "verify", "consolidate"])
     d.add_argument("id", nargs="?")
     d.add_argument("--allow-unverified", action="store_true", help="accept files whose manifest has no checksum")
+    d.add_argument("--mirror", action="append", metavar="DIR",
+                   help="fetch: take files from DIR/<mirror id>/ before the network (repeatable; also "
+                        "$COMPANION_MIRROR, folders separated by os.pathsep); copies are verified like downloads")
     dc = d.add_argument_group("consolidate", "VAEsselSparse Sec. 4: binarize, resample isotropic, centre-pad, "
                                              "split 80/10/10, write sparse coordinates")
     dc.add_argument("--out", help="output folder (<split>/<dataset>__<case>.npz and index.csv)")

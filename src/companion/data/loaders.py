@@ -212,6 +212,8 @@ def _medmnist(m: Manifest, root: Path, split: str | None) -> Iterator[Sample]:
     if split not in ("train", "val", "test"):
         raise ValueError(f"{m.id}: split {split!r} unknown; choose train, val or test")
     path = root / m.loader_args.get("file", f"{m.id}.npz")
+    if not path.exists() and (root / "raw" / path.name).exists():  # where `companion data fetch` puts it
+        path = root / "raw" / path.name
     if not path.exists():
         raise LayoutError(f"{m.id}: {path} not found; expected layout:\n{m.layout}")
     with np.load(path) as z:

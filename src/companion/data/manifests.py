@@ -20,7 +20,9 @@ DIRECT_ACCESS = ("open", "registration")  # levels whose manifests may list file
 EXTRACTORS = ("zip", "tar", "tar.gz", "rar", "none")
 HASH_ALGORITHMS = ("md5", "sha1", "sha256")
 HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64}
-LOADERS = ("nifti_pairs", "nifti_folder", "npz_arrays", "medmnist_npz", "tiff_stack", "neurite_oasis", "none")
+LOADERS = ("nifti_pairs", "nifti_folder", "npz_arrays", "medmnist_npz", "tiff_stack", "neurite_oasis", "real_volumes",
+           "none")
+VOLUME_KINDS = ("image", "labels", "mask")  # what companion.data.real.load returns: as stored, integer labels, bool
 CHAPTER_IDS = ("vessel_data", "vaesselsparse", "vaesselsparse_latent", "vpbsd", "hyperbolic", "sparsevm")
 LOADER_ARGS = ("images", "label_sub", "unlabelled", "unlabelled_images", "case", "channel", "spacing", "key", "file")
 REQUIRED = ("id", "title", "chapters", "homepage", "access", "license", "citation", "files", "layout", "loader")
@@ -37,6 +39,8 @@ class RemoteFile:
     hashes: tuple[str, ...] = ()  # "algorithm:hex" values (all must match); empty when no checksum is known
     size_bytes: int | None = None
     extract: str = "none"
+    members: tuple["RemoteFile", ...] = ()  # files taken out of this archive (only these are extracted)
+    member: str | None = None  # for a member: its path inside the archive
 
     @property
     def checks(self) -> tuple[tuple[str, str], ...]:
@@ -66,6 +70,21 @@ class Manifest:
     published_stats: dict[str, Any] = field(default_factory=dict)
     notes: str | None = None
     loader_args: dict[str, Any] = field(default_factory=dict)
+    mirror_id: str | None = None
+    origin: dict[str, Any] = field(default_factory=dict)
+    license_stated_in: tuple[str, ...] = ()
+    caveats: tuple[str, ...] = ()
+    volumes: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def mirror_name(self) -> str:
+        """The folder holding this dataset's files inside a local mirror (``mirror_id``, default: the id)."""
+        return self.mirror_id or self.id
+
+    def local_files(self) -> tuple[RemoteFile, ...]:
+        """Every file the dataset puts on disk: the listed files, with an archive that lists ``members`` replaced by
+        those members."""
+        return tuple(f for rf in self.files for f in (rf.members or (rf,)))
 
     @property
     def downloadable(self) -> bool:
@@ -108,25 +127,26 @@ def manifest_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "data_manifests"
 
 
-def _parse_hashes(path: Path, i: int, value: Any) -> tuple[str, ...]:
-    """``files[i].hash``: null, one ``"algorithm:hex"`` string, or a list of them (one per algorithm; all must
-    match)."""
+def _parse_hashes(path: Path, i: int | str, value: Any) -> tuple[str, ...]:
+    """``files[i].hash`` (`i` an index, or the entry's full name such as ``files[0].members[1]``): null, one
+    ``"algorithm:hex"`` string, or a list of them (one per algorithm; all must match)."""
+    where = f"files[{i}]" if isinstance(i, int) else i
     if value is None:
         return ()
     values = value if isinstance(value, list) else [value]
     if not values:
-        raise ManifestError(f"{path}: files[{i}].hash is an empty list; write null when no checksum is known")
+        raise ManifestError(f"{path}: {where}.hash is an empty list; write null when no checksum is known")
     seen: set[str] = set()
     for h in values:
         algo, _, hexd = str(h).partition(":")
         if algo not in HASH_ALGORITHMS or not re.fullmatch(r"[0-9a-f]+", hexd):
-            raise ManifestError(f"{path}: files[{i}].hash {h!r} must be 'md5|sha1|sha256:<lowercase hex>' "
+            raise ManifestError(f"{path}: {where}.hash {h!r} must be 'md5|sha1|sha256:<lowercase hex>' "
                                 f"(or a list of such values, all of which must match)")
         if len(hexd) != HEX_LENGTHS[algo]:
-            raise ManifestError(f"{path}: files[{i}].hash {h!r}: a {algo} digest has {HEX_LENGTHS[algo]} hex digits, "
+            raise ManifestError(f"{path}: {where}.hash {h!r}: a {algo} digest has {HEX_LENGTHS[algo]} hex digits, "
                                 f"not {len(hexd)}; copy the value again from its source")
         if algo in seen:
-            raise ManifestError(f"{path}: files[{i}].hash lists two {algo} values; they cannot both match, keep the "
+            raise ManifestError(f"{path}: {where}.hash lists two {algo} values; they cannot both match, keep the "
                                 f"one whose source is right")
         seen.add(algo)
     return tuple(str(h) for h in values)
@@ -160,11 +180,24 @@ def _parse(path: Path) -> Manifest:
         extract = f.get("extract") or "none"
         if extract not in EXTRACTORS:
             raise ManifestError(f"{path}: files[{i}].extract {extract!r} not one of {', '.join(EXTRACTORS)}")
-        name = str(f["name"])
-        if "/" in name or "\\" in name or name in ("", ".", ".."):
-            raise ManifestError(f"{path}: files[{i}].name {name!r} must be a plain file name")
+        name = _relative_name(path, f"files[{i}].name", f["name"])
+        members = []
+        for j, mem in enumerate(f.get("members") or []):
+            where = f"files[{i}].members[{j}]"
+            if extract not in ("zip", "tar", "tar.gz"):
+                raise ManifestError(f"{path}: {where}: members need extract zip, tar or tar.gz, not {extract!r}")
+            for key in ("path", "name"):
+                if not mem.get(key):
+                    raise ManifestError(f"{path}: {where} lacks {key!r}")
+            members.append(RemoteFile(url=f["url"], name=_relative_name(path, f"{where}.name", mem["name"]),
+                                      hashes=_parse_hashes(path, where, mem.get("hash")),
+                                      size_bytes=mem.get("size_bytes"),
+                                      member=_relative_name(path, f"{where}.path", mem["path"])))
         files.append(RemoteFile(url=f["url"], name=name, hashes=hashes, size_bytes=f.get("size_bytes"),
-                                extract=extract))
+                                extract=extract, members=tuple(members)))
+    names = [rf.name for rf in files] + [mem.name for rf in files for mem in rf.members]
+    if len(set(names)) != len(names):
+        raise ManifestError(f"{path}: file names must be unique, got {sorted(n for n in names if names.count(n) > 1)}")
     loader_args = dict(raw.get("loader_args") or {})
     unknown = set(loader_args) - set(LOADER_ARGS)
     if unknown:
@@ -196,14 +229,82 @@ def _parse(path: Path) -> Manifest:
     if files and raw["access"] not in DIRECT_ACCESS:
         raise ManifestError(f"{path}: access {raw['access']!r} cannot list files to download (only "
                             f"{' or '.join(DIRECT_ACCESS)} can); move the URLs to 'manual' or 'notes'")
+    extra = _parse_real_fields(path, raw, names)
     return Manifest(
         id=raw["id"], title=raw["title"], chapters=tuple(raw["chapters"]), homepage=raw["homepage"],
         access=raw["access"], license=raw["license"], citation=str(raw["citation"]).strip(), files=tuple(files),
         layout=str(raw["layout"] or ""), loader=raw["loader"], path=path, role=raw.get("role") or "",
         size=raw.get("size"), modality=raw.get("modality"), manual=raw.get("manual"), bibtex=raw.get("bibtex"),
         packaged=raw.get("packaged"), published_stats=dict(raw.get("published_stats") or {}),
-        notes=raw.get("notes"), loader_args=loader_args,
+        notes=raw.get("notes"), loader_args=loader_args, **extra,
     )
+
+
+def _relative_name(path: Path, where: str, value: Any) -> str:
+    """A file name, or a relative '/'-separated path inside the dataset folder (no absolute path, no '..')."""
+    name = str(value)
+    parts = name.split("/")
+    if "\\" in name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ManifestError(f"{path}: {where} {name!r} must be a file name or a relative path ('a/b.nii.gz') "
+                            f"without '..', '.' or empty parts")
+    return name
+
+
+def _string_list(path: Path, key: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not (isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value)):
+        raise ManifestError(f"{path}: {key} must be a list of non-empty strings, got {value!r}")
+    return tuple(v.strip() for v in value)
+
+
+def _parse_real_fields(path: Path, raw: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """``mirror_id``, ``origin``, ``license_stated_in``, ``caveats`` and ``volumes`` (schema in the README)."""
+    mirror_id = raw.get("mirror_id")
+    if mirror_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(mirror_id)):
+        raise ManifestError(f"{path}: mirror_id {mirror_id!r} must be a folder name ([A-Za-z0-9._-], no '/')")
+    origin = raw.get("origin") or {}
+    if not isinstance(origin, dict):
+        raise ManifestError(f"{path}: origin must be a mapping (repository, commit, ... or package, version, sdist)")
+    commit = origin.get("commit")
+    if commit is not None and not re.fullmatch(r"[0-9a-f]{40}", str(commit)):
+        raise ManifestError(f"{path}: origin.commit {commit!r} must be a full 40-hex git commit id")
+    volumes = []
+    for i, v in enumerate(raw.get("volumes") or []):
+        where = f"volumes[{i}]"
+        if not isinstance(v, dict) or not v.get("file"):
+            raise ManifestError(f"{path}: {where} needs 'file' (one of the manifest's file or member names)")
+        if v["file"] not in names:
+            raise ManifestError(f"{path}: {where}.file {v['file']!r} is not one of the manifest's files: {names}")
+        if v.get("kind") not in VOLUME_KINDS:
+            raise ManifestError(f"{path}: {where}.kind {v.get('kind')!r} not one of {', '.join(VOLUME_KINDS)}")
+        spacing = v.get("spacing")
+        if spacing is not None and not (isinstance(spacing, list) and spacing and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in spacing)):
+            raise ManifestError(f"{path}: {where}.spacing must be null (use the file's header; none recorded: "
+                                f"unknown) or a list of positive voxel sizes in mm, got {spacing!r}")
+        labels = v.get("labels")
+        if labels is not None and not (isinstance(labels, dict) and all(
+                isinstance(k, int) and not isinstance(k, bool) and isinstance(n, str) for k, n in labels.items())):
+            raise ManifestError(f"{path}: {where}.labels must map integer label values to names, got {labels!r}")
+        threshold = v.get("threshold")
+        if threshold is not None and (v["kind"] != "mask" or isinstance(threshold, bool)
+                                      or not isinstance(threshold, (int, float))):
+            raise ManifestError(f"{path}: {where}.threshold is a number and only for kind 'mask'")
+        unknown = set(v) - {"file", "key", "kind", "spacing", "labels", "threshold", "note"}
+        if unknown:
+            raise ManifestError(f"{path}: {where} has unknown field(s) {sorted(unknown)}")
+        volumes.append(dict(v))
+    vnames = [v["file"] + (f":{v['key']}" if v.get("key") else "") for v in volumes]
+    if len(set(vnames)) != len(vnames):
+        raise ManifestError(f"{path}: volumes name a file (and key) twice: {vnames}")
+    if not volumes and raw["loader"] == "real_volumes":
+        raise ManifestError(f"{path}: loader real_volumes reads the manifest's volumes, but none are listed")
+    if volumes and raw["loader"] != "real_volumes":
+        raise ManifestError(f"{path}: volumes are read by loader real_volumes, but loader is {raw['loader']!r}")
+    return {"mirror_id": mirror_id, "origin": dict(origin),
+            "license_stated_in": _string_list(path, "license_stated_in", raw.get("license_stated_in")),
+            "caveats": _string_list(path, "caveats", raw.get("caveats")), "volumes": tuple(volumes)}
 
 
 @lru_cache(maxsize=8)
