@@ -41,11 +41,72 @@ class RealMap:
 
 
 def data_root() -> Path | None:
-    """The folder of the real public files: ``$COMPANION_MIRROR``, else ``../shared/data`` beside the repository
-    root; None when it is absent."""
-    env = os.environ.get("COMPANION_MIRROR")
-    root = Path(env) if env else REPO.parent / "shared" / "data"
-    return root if (root / "vesselmnist3d").is_dir() else None
+    """The folder of the real public files: the first folder of ``$COMPANION_MIRROR`` (folders separated by
+    ``os.pathsep``) that holds them, else ``../shared/data`` beside the repository root; None when none does."""
+    env = [Path(p).expanduser() for p in os.environ.get("COMPANION_MIRROR", "").split(os.pathsep) if p.strip()]
+    for root in env or [REPO.parent / "shared" / "data"]:
+        if (root / "vesselmnist3d").is_dir():
+            return root
+    return None
+
+
+#: dataset id of the manifests (companion.data.real) -> the files of this section
+DATASETS = {"vesselmnist3d": ("vesselmnist3d_64.npz",),
+            "topcow_roi": tuple(f"topcow_{m}_roi_{c}.nii.gz" for m in ("mr", "ct") for c in ("003", "014", "023")),
+            "airquant_airway": ("github_demo_seg.nii.gz",),
+            "vesselexpress_lightsheet": ("Binary_000.tif",)}
+
+
+def _ready(dataset_id: str, root: Path) -> None:
+    """Make `dataset_id` readable by :mod:`companion.data.real`: nothing to do when it is fetched already, else
+    ``companion.data.download.fetch`` from the folder `root` used as a mirror (a verified copy into
+    ``$COMPANION_DATA``, no network) when that folder holds every file of the manifest; raises
+    :class:`companion.data.integrity.DataAccessError` otherwise."""
+    from .data import download, mirror
+    from .data.integrity import DataAccessError
+    from .data.manifests import get_manifest
+
+    if not download.verify(dataset_id):
+        return
+    m = get_manifest(dataset_id)
+    folders = mirror.dataset_folders(m, [root])
+    missing = [rf.name for rf in m.local_files() if not folders or mirror.find(rf, folders) is None]
+    if missing:
+        raise DataAccessError(f"{dataset_id}: not fetched, and the data folder lacks {', '.join(missing)}")
+    download.fetch(dataset_id, progress=False, mirror=root)
+
+
+def _load_official(root: Path, per_class: int) -> list[RealMap]:
+    """:func:`load_real_maps` through the official loader, :mod:`companion.data.real` (datasets fetched, or
+    fetched now from the data folder as a mirror)."""
+    from .data import download, real
+    from .data.manifests import get_manifest
+
+    for d in DATASETS:
+        _ready(d, root)
+
+    def digest(dataset_id, name):
+        return _sha256(download.local_path(get_manifest(dataset_id), name))
+
+    out = []
+    x, y = real.load_vesselmnist3d(size=64, split="test")
+    sha = digest("vesselmnist3d", "vesselmnist3d_64.npz")
+    for label, what in ((0, "healthy"), (1, "aneurysm")):
+        for i in np.flatnonzero(y == label)[:per_class]:
+            out.append(RealMap("VesselMNIST3D", f"test {i} ({what})", x[i], None,
+                               "vesselmnist3d/vesselmnist3d_64.npz", sha))
+    for name in DATASETS["topcow_roi"]:
+        v = real.load("topcow_roi", name)
+        group = "TopCoW MRA" if "_mr_" in name else "TopCoW CTA"
+        out.append(RealMap(group, name.split(".")[0], v.array > 0, tuple(v.spacing), v.source,
+                           digest("topcow_roi", name)))
+    v = real.load("airquant_airway", "github_demo_seg.nii.gz")
+    out.append(RealMap("airway tree (AirQuant)", "github_demo_seg", morphometry.bbox_crop(v.array, 1),
+                       tuple(v.spacing), v.source, digest("airquant_airway", "github_demo_seg.nii.gz")))
+    v = real.load("vesselexpress_lightsheet", "Binary_000.tif")
+    out.append(RealMap("light-sheet mask (VesselExpress)", "Binary_000", np.asarray(v.array, bool), v.spacing,
+                       v.source, digest("vesselexpress_lightsheet", "Binary_000.tif")))
+    return out
 
 
 def _sha256(path: Path) -> str:
@@ -59,16 +120,8 @@ def _nifti(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     return np.asarray(img.dataobj) > 0, tuple(float(z) for z in img.header.get_zooms()[:3])
 
 
-def load_real_maps(root: Path, per_class: int) -> list[RealMap]:
-    """The section's real maps from the data folder `root`:
-
-    * VesselMNIST3D (64³, values 0/255): the first `per_class` healthy (label 0) and the first `per_class`
-      aneurysm (label 1) segments of the test split, in file order; no voxel size is stored (voxels);
-    * TopCoW: the six circle-of-Willis crops (3 MRA, 3 CTA), binarised (label > 0), spacing from the NIfTI header
-      (mm); the two ``*_flipped`` files are constructed left/right test fixtures, not anatomy, and are left out;
-    * AirQuant: the airway tree mask, 512 × 512 × 130 at 0.66 × 0.66 × 3 mm, cropped to its bounding box;
-    * VesselExpress: the light-sheet vessel mask ``Binary_000.tif`` (100³; no voxel size recorded, origin of the
-      mask not stated: voxels)."""
+def _load_direct(root: Path, per_class: int) -> list[RealMap]:
+    """The same maps as :func:`load_real_maps`, read straight from the files in `root`."""
     out = []
     p = root / "vesselmnist3d" / "vesselmnist3d_64.npz"
     with np.load(p, allow_pickle=False) as d:
@@ -92,6 +145,27 @@ def load_real_maps(root: Path, per_class: int) -> list[RealMap]:
     out.append(RealMap("light-sheet mask (VesselExpress)", "Binary_000", tifffile.imread(str(p)) > 0, None,
                        p.relative_to(root).as_posix(), _sha256(p)))
     return out
+
+
+def load_real_maps(root: Path, per_class: int) -> tuple[list[RealMap], str]:
+    """The section's real maps from the data folder `root`:
+
+    * VesselMNIST3D (64³, values 0/255): the first `per_class` healthy (label 0) and the first `per_class`
+      aneurysm (label 1) segments of the test split, in file order; no voxel size is stored (voxels);
+    * TopCoW: the six circle-of-Willis crops (3 MRA, 3 CTA), binarised (label > 0), spacing from the NIfTI header
+      (mm); the two ``*_flipped`` files are constructed left/right test fixtures, not anatomy, and are left out;
+    * AirQuant: the airway tree mask, 512 × 512 × 130 at 0.66 × 0.66 × 3 mm, cropped to its bounding box;
+    * VesselExpress: the light-sheet vessel mask ``Binary_000.tif`` (100³; no voxel size recorded, origin of the
+      mask not stated: voxels).
+
+    Read through :mod:`companion.data.real` (fetching from `root` as a mirror where needed); where that fails, straight
+    from the files in `root`.  Returns the maps and how they were read."""
+    from .data.integrity import DataAccessError
+
+    try:
+        return _load_official(root, per_class), "companion.data.real"
+    except (DataAccessError, KeyError, ValueError, OSError) as exc:
+        return _load_direct(root, per_class), f"the data folder's files directly ({str(exc).splitlines()[0]})"
 
 
 def record_sources(run: ChapterRun, maps: list[RealMap]) -> None:

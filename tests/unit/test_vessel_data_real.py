@@ -76,9 +76,26 @@ def test_table_cells_are_readable(trees):
     assert vr._fmt(0.0234) == "0.023" and vr._fmt(12.345) == "12.3" and vr._fmt(3.0) == "3"
 
 
+@pytest.fixture()
+def scratch_data(tmp_path, monkeypatch):
+    """A scratch dataset cache: the official loader's copies from the data folder land there, not in the user's."""
+    from companion.data.manifests import _load_all
+
+    monkeypatch.setenv("COMPANION_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("COMPANION_MANIFESTS", raising=False)
+    _load_all.cache_clear()
+    return tmp_path / "data"
+
+
 @needs_data
-def test_real_maps_load_with_their_spacing_and_without_the_flipped_fixtures():
-    maps = vr.load_real_maps(ROOT, per_class=2)
+def test_real_maps_load_with_their_spacing_and_without_the_flipped_fixtures(scratch_data):
+    maps, how = vr.load_real_maps(ROOT, per_class=2)
+    assert how == "companion.data.real", how
+    assert (scratch_data / "topcow_roi").is_dir(), "copied from the data folder into the dataset cache"
+    direct = vr._load_direct(ROOT, per_class=2)
+    assert [m.name for m in direct] == [m.name for m in maps]
+    assert all(np.array_equal(a.mask, b.mask) and a.sha256 == b.sha256 for a, b in zip(direct, maps))
+    assert all(a.spacing == b.spacing or np.allclose(a.spacing, b.spacing) for a, b in zip(direct, maps))
     groups = [m.group for m in maps]
     assert groups.count("VesselMNIST3D") == 4 and groups.count("TopCoW MRA") == 3
     assert groups.count("TopCoW CTA") == 3 and groups.count("airway tree (AirQuant)") == 1
@@ -91,11 +108,16 @@ def test_real_maps_load_with_their_spacing_and_without_the_flipped_fixtures():
     ls = next(m for m in maps if m.group.startswith("light-sheet"))
     assert ls.mask.shape == (100, 100, 100) and int(ls.mask.sum()) == 66323 and ls.spacing is None
     assert all(m.sha256.startswith("sha256:") for m in maps)
+    mr = [m.spacing for m in maps if m.group == "TopCoW MRA"]  # the voxel sizes the text quotes
+    ct = [m.spacing for m in maps if m.group == "TopCoW CTA"]
+    assert np.allclose(mr, [(0.296875, 0.296875, 0.6)] * 3, atol=1e-5)
+    assert 0.41 < min(s[0] for s in ct) and max(s[0] for s in ct) < 0.56 and all(0.69 < s[2] < 0.76 for s in ct)
+    assert round(aw.spacing[2] / aw.spacing[0], 1) == 4.5
 
 
 @needs_data
 def test_real_airway_is_a_tree_in_mm():
-    aw = next(m for m in vr.load_real_maps(ROOT, per_class=0) if m.group.startswith("airway"))
+    aw = next(m for m in vr._load_direct(ROOT, per_class=0) if m.group.startswith("airway"))
     r = mm.measure(aw.mask, aw.spacing)
     assert r.betti == (1, 0, 0) and r.bifurcations > 10
     assert 1.0 < np.median(r.radii) < 5.0, "airway radii of millimetres, measured in mm"
