@@ -248,6 +248,18 @@ def _fmt(x: float) -> str:
     return f"{x:.0f}" if a >= 100 else f"{x:.1f}" if a >= 10 else f"{x:.2f}" if a >= 1 else f"{x:.2g}"
 
 
+def _fmt_against(med: float, lo: float, hi: float) -> tuple[str, str, str]:
+    """The stand-in's median and the real bounds as text, with more digits where rounding would make the median
+    look equal to a bound it lies outside of (1.1799 against 1.1801 must not read "1.18 outside [1.18, ...]")."""
+    for digits in (None, 4, 6):
+        f = _fmt if digits is None else (lambda x, d=digits: "–" if not np.isfinite(x) else f"{x:.{d}g}")
+        out = f(med), f(lo), f(hi)
+        inside = lo <= med <= hi
+        if inside or (out[0] != out[1] and out[0] != out[2]):
+            return out
+    return out
+
+
 def _dist_cell(v: np.ndarray) -> str:
     v = v[np.isfinite(v)]
     if len(v) == 0:
@@ -338,11 +350,12 @@ def pair_results(rows: dict[str, dict]) -> pd.DataFrame:
 
 def _verdict(p: pd.Series) -> Verdict:
     what = f"{p['statistic']} of the {p['stand-in']} against {p['real']}"
-    where = f"[{_fmt(p['real low'])}, {_fmt(p['real high'])}]"
+    med, lo, hi = _fmt_against(p["stand-in median"], p["real low"], p["real high"])
+    where = f"[{lo}, {hi}]"
     return property_verdict(p["inside"], n=1, effect=float(p["stand-in median"]),
                             test=f"{what}: {p['rule']} {where}",
                             failure=f"not measured: {what}" if p["inside"] is None else
-                            f"{what}: median {_fmt(p['stand-in median'])} outside {where}")
+                            f"{what}: median {med} outside {where}")
 
 
 def record_real_checks(run: ChapterRun, pairs: pd.DataFrame | None) -> None:
@@ -356,9 +369,11 @@ def record_real_checks(run: ChapterRun, pairs: pd.DataFrame | None) -> None:
             continue
         sub = pairs[pairs.check == stat]
         v = all_of([_verdict(p) for _, p in sub.iterrows()])
-        reproduced = {f"{p['statistic']}, {p['stand-in']}": f"{_fmt(p['stand-in median'])} "
-                      f"({'inside' if p['inside'] else 'outside' if p['inside'] is False else 'not measured'} "
-                      f"[{_fmt(p['real low'])}, {_fmt(p['real high'])}])" for _, p in sub.iterrows()}
+        reproduced = {}
+        for _, p in sub.iterrows():
+            med, lo, hi = _fmt_against(p["stand-in median"], p["real low"], p["real high"])
+            where = "inside" if p["inside"] else "outside" if p["inside"] is False else "not measured"
+            reproduced[f"{p['statistic']}, {p['stand-in']}"] = f"{med} ({where} [{lo}, {hi}])"
         run.results.record(cid, reproduced=reproduced, verdict=Verdict(v.holds, v.reason,
                                                                        {**v.evidence, "n": len(sub)}))
 
@@ -366,8 +381,9 @@ def record_real_checks(run: ChapterRun, pairs: pd.DataFrame | None) -> None:
 def pairs_table(pairs: pd.DataFrame) -> pd.DataFrame:
     """The pairings of the checks as a readable table."""
     t = pairs.copy()
-    t["real interval"] = [f"[{_fmt(a)}, {_fmt(b)}]" for a, b in zip(t["real low"], t["real high"])]
-    t["stand-in median"] = [_fmt(x) for x in t["stand-in median"]]
+    texts = [_fmt_against(m, a, b) for m, a, b in zip(t["stand-in median"], t["real low"], t["real high"])]
+    t["real interval"] = [f"[{a}, {b}]" for _, a, b in texts]
+    t["stand-in median"] = [m for m, _, _ in texts]
     t["inside"] = t["inside"].map({True: "inside", False: "outside", None: "not measured"})
     return t[["statistic", "stand-in", "real", "units", "stand-in median", "real interval", "inside",
               "chapters"]].set_index(["statistic", "stand-in"])
@@ -394,7 +410,7 @@ def verdict_text(pairs: pd.DataFrame | None) -> str:
             lines.append(f"* {name[0].upper() + name[1:]} lies inside the {against} interval on all "
                          f"{len(ins)} statistics.")
         else:
-            what = ", ".join(f"{s} ({_fmt(m)} against [{_fmt(a)}, {_fmt(b)}])" for s, m, a, b in
+            what = ", ".join("{} ({} against [{}, {}])".format(s, *_fmt_against(m, a, b)) for s, m, a, b in
                              zip(out.statistic, out["stand-in median"], out["real low"], out["real high"]))
             inside = ", ".join(ins.statistic) or "none"
             lines.append(f"* {name[0].upper() + name[1:]}, against {against}: outside on {len(out)} of {len(sub)} "

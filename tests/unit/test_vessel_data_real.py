@@ -121,3 +121,9 @@ def test_real_airway_is_a_tree_in_mm():
     r = mm.measure(aw.mask, aw.spacing)
     assert r.betti == (1, 0, 0) and r.bifurcations > 10
     assert 1.0 < np.median(r.radii) < 5.0, "airway radii of millimetres, measured in mm"
+
+
+def test_a_median_just_outside_never_reads_equal_to_the_bound():
+    med, lo, hi = vr._fmt_against(1.17994, 1.18012, 1.48)
+    assert med != lo and float(med) < float(lo), (med, lo)
+    assert vr._fmt_against(1.3, 1.18, 1.48) == ("1.30", "1.18", "1.48"), "inside: the usual digits"
