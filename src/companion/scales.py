@@ -75,7 +75,8 @@ CHAPTER_DATA: dict[str, dict] = {
     "vessel_data": {
         "standins": {"synthetic": "offline stand-in: procedural vessel trees (companion.data.vessels)"},
         "default": {"ci": "synthetic", "laptop": "synthetic", "paper": "synthetic"},
-        # chapter 0 compares the stand-ins with the real datasets' *published* statistics; it loads no real maps
+        # chapter 0 compares the stand-ins with the real datasets' *published* statistics and, where the local copy of
+        # public vessel files is present (companion.vessel_data_real), with real maps; `data` stays the stand-in
         "manifests": False,
     },
     "vaesselsparse": {
@@ -125,9 +126,13 @@ CHAPTER_DATA: dict[str, dict] = {
 # Chapter id -> scale -> knobs.  Chapter modules read their knobs from here and nowhere else.
 CHAPTER_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "vessel_data": {
-        "ci": {"grid": 64, "trees_per_kind": 2, "render_size": 360},
-        "laptop": {"grid": 128, "trees_per_kind": 12, "render_size": 520},
-        "paper": {"grid": 256, "trees_per_kind": 20, "render_size": 720},
+        # real_per_class: VesselMNIST3D test segments per class (healthy, aneurysm) measured beside the presets;
+        # capillary_beds: chapter 2's light-sheet stand-in maps (64³, its grid at every scale) measured likewise
+        "ci": {"grid": 64, "trees_per_kind": 2, "render_size": 360, "real_per_class": 4, "capillary_beds": 1},
+        "laptop": {"grid": 128, "trees_per_kind": 12, "render_size": 520, "real_per_class": 20,
+                   "capillary_beds": 3},
+        "paper": {"grid": 256, "trees_per_kind": 20, "render_size": 720, "real_per_class": 43,
+                  "capillary_beds": 5},
     },
     # VAEsselSparse (paper Sec. 3-4).  Below paper scale both models train on whole volumes (dense_patch = grid) with
     # the same data, epochs, batch, AdamW and learning rate (one rule, no tuning for either); the laptop grid (48³)
