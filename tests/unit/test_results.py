@@ -175,6 +175,14 @@ def test_report_separates_paper_claims_and_checks_and_shows_reference(tmp_path, 
     assert "margin ±1" in evidence
     assert not any(line.startswith("|") for line in lines), "no wide tables"
     assert "at scale `ci` on this data only: offline stand-in: toy" in md
+    # a reference written before outcomes and margins existed is marked as decided under the earlier rules
+    ref_board = tmp_path / "reference" / "toy" / "laptop" / "scoreboard.json"
+    old = json.loads(ref_board.read_text())
+    for c in old["claims"]:
+        c.pop("outcome", None)
+    ref_board.write_text(json.dumps(old))
+    md = R.report_markdown(tmp_path / "res", "ci", reference_root=tmp_path / "reference")
+    assert " · reference (laptop, earlier rules): reversed" in md
     assert "No scoreboards" in R.report_markdown(tmp_path / "empty")
     assert run.exists()
 
