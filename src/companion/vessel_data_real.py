@@ -2,9 +2,10 @@
 measured with :func:`companion.morphometry.measure` next to the generator's presets, one table, one figure and one
 check per statistic.
 
-The real files are not part of the repository (their licences differ): they are read from ``../shared/data``
-beside the repository root, or from ``$COMPANION_MIRROR``.  Where that folder is absent the section says so and the
-checks are recorded as not measured.
+The real files are not part of the repository (their licences differ): they are read through the data layer
+(:mod:`companion.data.real`, every file checked against its manifest), fetched earlier with ``companion data fetch``
+or copied now from ``../shared/data`` beside the repository root, or from ``$COMPANION_MIRROR``, used as a mirror.
+Where neither is on the machine the section says so and the checks are recorded as not measured.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ DATASETS = {"vesselmnist3d": ("vesselmnist3d_64.npz",),
             "vesselexpress_lightsheet": ("Binary_000.tif",)}
 
 
-def _ready(dataset_id: str, root: Path) -> None:
+def _ready(dataset_id: str, root: Path | None) -> None:
     """Make `dataset_id` readable by :mod:`companion.data.real`: nothing to do when it is fetched already, else
     ``companion.data.download.fetch`` from the folder `root` used as a mirror (a verified copy into
     ``$COMPANION_DATA``, no network) when that folder holds every file of the manifest; raises
@@ -68,6 +69,9 @@ def _ready(dataset_id: str, root: Path) -> None:
 
     if not download.verify(dataset_id):
         return
+    if root is None:
+        raise DataAccessError(f"{dataset_id}: not fetched; run `companion data fetch {dataset_id}` (add --mirror DIR "
+                              f"for a local copy)")
     m = get_manifest(dataset_id)
     folders = mirror.dataset_folders(m, [root])
     missing = [rf.name for rf in m.local_files() if not folders or mirror.find(rf, folders) is None]
@@ -76,7 +80,7 @@ def _ready(dataset_id: str, root: Path) -> None:
     download.fetch(dataset_id, progress=False, mirror=root)
 
 
-def _load_official(root: Path, per_class: int) -> list[RealMap]:
+def _load_official(root: Path | None, per_class: int) -> list[RealMap]:
     """:func:`load_real_maps` through the official loader, :mod:`companion.data.real` (datasets fetched, or
     fetched now from the data folder as a mirror)."""
     from .data import download, real
@@ -113,41 +117,7 @@ def _sha256(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _nifti(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    import nibabel as nib
-
-    img = nib.load(str(path))
-    return np.asarray(img.dataobj) > 0, tuple(float(z) for z in img.header.get_zooms()[:3])
-
-
-def _load_direct(root: Path, per_class: int) -> list[RealMap]:
-    """The same maps as :func:`load_real_maps`, read straight from the files in `root`."""
-    out = []
-    p = root / "vesselmnist3d" / "vesselmnist3d_64.npz"
-    with np.load(p, allow_pickle=False) as d:
-        x, y = d["test_images"], d["test_labels"].ravel()
-    digest = _sha256(p)
-    for label, what in ((0, "healthy"), (1, "aneurysm")):
-        for i in np.flatnonzero(y == label)[:per_class]:
-            out.append(RealMap("VesselMNIST3D", f"test {i} ({what})", x[i] > 0, None, p.relative_to(root).as_posix(),
-                               digest))
-    for modality, group in (("mr", "TopCoW MRA"), ("ct", "TopCoW CTA")):
-        for p in sorted((root / "topcow-roi").glob(f"topcow_{modality}_roi_*.nii.gz")):
-            mask, sp = _nifti(p)
-            out.append(RealMap(group, p.name.split(".")[0], mask, sp, p.relative_to(root).as_posix(), _sha256(p)))
-    p = root / "airquant-airway" / "github_demo_seg.nii.gz"
-    mask, sp = _nifti(p)
-    out.append(RealMap("airway tree (AirQuant)", "github_demo_seg", morphometry.bbox_crop(mask, 1), sp,
-                       p.relative_to(root).as_posix(), _sha256(p)))
-    p = root / "vesselexpress-lightsheet" / "Binary_000.tif"
-    import tifffile
-
-    out.append(RealMap("light-sheet mask (VesselExpress)", "Binary_000", tifffile.imread(str(p)) > 0, None,
-                       p.relative_to(root).as_posix(), _sha256(p)))
-    return out
-
-
-def load_real_maps(root: Path, per_class: int) -> tuple[list[RealMap], str]:
+def load_real_maps(root: Path | None, per_class: int) -> tuple[list[RealMap], str]:
     """The section's real maps from the data folder `root`:
 
     * VesselMNIST3D (64³, values 0/255): the first `per_class` healthy (label 0) and the first `per_class`
@@ -158,14 +128,18 @@ def load_real_maps(root: Path, per_class: int) -> tuple[list[RealMap], str]:
     * VesselExpress: the light-sheet vessel mask ``Binary_000.tif`` (100³; no voxel size recorded, origin of the
       mask not stated: voxels).
 
-    Read through :mod:`companion.data.real` (fetching from `root` as a mirror where needed); where that fails, straight
-    from the files in `root`.  Returns the maps and how they were read."""
-    from .data.integrity import DataAccessError
+    Read through :mod:`companion.data.real` only, so every file is checked against its manifest: datasets already
+    fetched are used as they are, the others are fetched from `root` used as a mirror (None: no mirror, and a
+    dataset not fetched raises :class:`companion.data.integrity.DataAccessError` with the command that fetches it).
+    Returns the maps and how they were read."""
+    return _load_official(root, per_class), "companion.data.real"
 
-    try:
-        return _load_official(root, per_class), "companion.data.real"
-    except (DataAccessError, KeyError, ValueError, OSError) as exc:
-        return _load_direct(root, per_class), f"the data folder's files directly ({str(exc).splitlines()[0]})"
+
+def fetched() -> bool:
+    """Every dataset of this section is fetched and verified in ``$COMPANION_DATA`` (no data folder needed)."""
+    from .data import download
+
+    return all(not download.verify(d) for d in DATASETS)
 
 
 def record_sources(run: ChapterRun, maps: list[RealMap]) -> None:

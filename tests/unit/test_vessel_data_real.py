@@ -87,12 +87,47 @@ def scratch_data(tmp_path, monkeypatch):
     return tmp_path / "data"
 
 
+def _nifti(path):
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    return np.asarray(img.dataobj) > 0, tuple(float(z) for z in img.header.get_zooms()[:3])
+
+
+def _load_direct(root, per_class):
+    """The same maps as `vr.load_real_maps`, read straight from the files in `root`: an independent reading the
+    data layer's result is checked against."""
+    out = []
+    p = root / "vesselmnist3d" / "vesselmnist3d_64.npz"
+    with np.load(p, allow_pickle=False) as d:
+        x, y = d["test_images"], d["test_labels"].ravel()
+    digest = vr._sha256(p)
+    for label, what in ((0, "healthy"), (1, "aneurysm")):
+        for i in np.flatnonzero(y == label)[:per_class]:
+            out.append(vr.RealMap("VesselMNIST3D", f"test {i} ({what})", x[i] > 0, None, p.relative_to(root).as_posix(),
+                               digest))
+    for modality, group in (("mr", "TopCoW MRA"), ("ct", "TopCoW CTA")):
+        for p in sorted((root / "topcow-roi").glob(f"topcow_{modality}_roi_*.nii.gz")):
+            mask, sp = _nifti(p)
+            out.append(vr.RealMap(group, p.name.split(".")[0], mask, sp, p.relative_to(root).as_posix(), vr._sha256(p)))
+    p = root / "airquant-airway" / "github_demo_seg.nii.gz"
+    mask, sp = _nifti(p)
+    out.append(vr.RealMap("airway tree (AirQuant)", "github_demo_seg", mm.bbox_crop(mask, 1), sp,
+                       p.relative_to(root).as_posix(), vr._sha256(p)))
+    p = root / "vesselexpress-lightsheet" / "Binary_000.tif"
+    import tifffile
+
+    out.append(vr.RealMap("light-sheet mask (VesselExpress)", "Binary_000", tifffile.imread(str(p)) > 0, None,
+                       p.relative_to(root).as_posix(), vr._sha256(p)))
+    return out
+
+
 @needs_data
 def test_real_maps_load_with_their_spacing_and_without_the_flipped_fixtures(scratch_data):
     maps, how = vr.load_real_maps(ROOT, per_class=2)
     assert how == "companion.data.real", how
     assert (scratch_data / "topcow_roi").is_dir(), "copied from the data folder into the dataset cache"
-    direct = vr._load_direct(ROOT, per_class=2)
+    direct = _load_direct(ROOT, per_class=2)
     assert [m.name for m in direct] == [m.name for m in maps]
     assert all(np.array_equal(a.mask, b.mask) and a.sha256 == b.sha256 for a, b in zip(direct, maps))
     assert all(a.spacing == b.spacing or np.allclose(a.spacing, b.spacing) for a, b in zip(direct, maps))
@@ -117,7 +152,7 @@ def test_real_maps_load_with_their_spacing_and_without_the_flipped_fixtures(scra
 
 @needs_data
 def test_real_airway_is_a_tree_in_mm():
-    aw = next(m for m in vr._load_direct(ROOT, per_class=0) if m.group.startswith("airway"))
+    aw = next(m for m in _load_direct(ROOT, per_class=0) if m.group.startswith("airway"))
     r = mm.measure(aw.mask, aw.spacing)
     assert r.betti == (1, 0, 0) and r.bifurcations > 10
     assert 1.0 < np.median(r.radii) < 5.0, "airway radii of millimetres, measured in mm"
@@ -127,3 +162,12 @@ def test_a_median_just_outside_never_reads_equal_to_the_bound():
     med, lo, hi = vr._fmt_against(1.17994, 1.18012, 1.48)
     assert med != lo and float(med) < float(lo), (med, lo)
     assert vr._fmt_against(1.3, 1.18, 1.48) == ("1.30", "1.18", "1.48"), "inside: the usual digits"
+
+
+def test_without_a_data_folder_unfetched_data_is_refused_with_the_command(scratch_data):
+    """No silent fallback: the real maps come through the data layer or not at all."""
+    from companion.data.integrity import DataAccessError
+
+    assert not vr.fetched()
+    with pytest.raises(DataAccessError, match="companion data fetch vesselmnist3d"):
+        vr.load_real_maps(None, per_class=1)
