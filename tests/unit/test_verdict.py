@@ -272,7 +272,7 @@ def test_all_of_keeps_the_intervals_of_its_parts():
                             trained=False)
     v = all_of([p1, p2])
     assert v.holds is True and [p["ci"] for p in v.evidence["parts"]] == [p1.evidence["ci"], p2.evidence["ci"]]
-    assert v.evidence["margin"] == 0.01
+    assert v.evidence["margin"] == 0.01 and "converged" in v.evidence  # the comparison fields carried up
     single = all_of([p1, threshold_verdict(1, ">", 0, what="x")])
     assert single.evidence["ci"] == p1.evidence["ci"]
     # single runs: the combination is indicative and leans "holds" only when every part does

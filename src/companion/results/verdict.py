@@ -287,5 +287,10 @@ def all_of(verdicts: Sequence[Verdict]) -> Verdict:
         vals = [p[key] for p in parts if key in p]
         if vals and all(x == vals[0] for x in vals):
             evidence[key] = vals[0]
+    if any("converged" in p for p in parts):  # every model of every comparing part, once
+        merged = {m: c for p in parts for m, c in (p.get("converged") or {}).items()}
+        evidence["converged"] = merged or None
+        notes = list(dict.fromkeys(p["implementation"] for p in parts if p.get("implementation")))
+        evidence["implementation"] = "; ".join(notes) or None
     return Verdict(holds, "; ".join(reasons) or None, evidence, outcome)
 
