@@ -10,7 +10,6 @@ Where neither is on the machine the section says so and the checks are recorded 
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +43,9 @@ class RealMap:
 def data_root() -> Path | None:
     """The folder of the real public files: the first folder of ``$COMPANION_MIRROR`` (folders separated by
     ``os.pathsep``) that holds them, else ``../shared/data`` beside the repository root; None when none does."""
-    env = [Path(p).expanduser() for p in os.environ.get("COMPANION_MIRROR", "").split(os.pathsep) if p.strip()]
-    for root in env or [REPO.parent / "shared" / "data"]:
+    from .data.mirror import mirror_roots
+
+    for root in mirror_roots() or [REPO.parent / "shared" / "data"]:
         if (root / "vesselmnist3d").is_dir():
             return root
     return None
